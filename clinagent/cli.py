@@ -1,0 +1,107 @@
+"""The ``clinagent`` command line. Each subcommand imports only what it needs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+
+EXIT_OK, EXIT_BLOCKED, EXIT_INPUT = 0, 1, 2
+
+
+def _as_of(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--as-of must be YYYY-MM-DD, got {value!r}") from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from guardrails import gate, load_knowledge
+
+    from .record import Staleness, load_orders, load_record
+
+    rec = load_record(args.patient, args.patient_id)
+    orders = load_orders(args.order)
+    staleness = Staleness()
+    facts = rec.facts(args.as_of, staleness)
+    kb = load_knowledge()
+    verdicts = [gate(o, facts, kb) for _, o in orders]
+    single = len(verdicts) == 1 and _is_single_resource(args.order)
+    if args.json:
+        payload = verdicts[0].as_dict() if single else [v.as_dict() for v in verdicts]
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        for (res, _), v in zip(orders, verdicts):
+            _print_verdict(res, v, facts)
+    return EXIT_OK if all(v.allowed for v in verdicts) else EXIT_BLOCKED
+
+
+def _is_single_resource(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return json.load(f).get("resourceType") != "Bundle"
+    except Exception:
+        return True
+
+
+def _print_verdict(resource: dict, v, facts) -> None:
+    cc = resource.get("medicationCodeableConcept") or {}
+    name = cc.get("text") or next((c.get("display") for c in cc.get("coding") or [] if c.get("display")), "?")
+    status = "ALLOWED" if v.allowed else "BLOCKED"
+    print(f"{status}  {name}  (patient {facts.patient_ref}, as of {facts.as_of}, knowledge {v.knowledge_version[:12]})")
+    if not v.findings:
+        print("  no findings")
+    width = max((len(f.category) for f in v.findings), default=0)
+    for f in v.findings:
+        print(f"  {f.severity.upper():5}  {f.category:{width}}  {f.message}")
+        for e in f.evidence:
+            src = "; ".join(label for label, _ in e.sources)
+            print(f"         - {e.ref}: {e.value}" + (f" [{src}]" if src else ""))
+    print()
+
+
+def cmd_knowledge(args: argparse.Namespace) -> int:
+    from guardrails import load_knowledge
+
+    kb = load_knowledge(use_cache=not args.no_cache)
+    out = {"knowledge_version": kb.version, **kb.stats}
+    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clinagent", description="Clinical decision support behind deterministic safety gates.")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("check", help="screen medication orders for one patient with the safety gates")
+    c.add_argument("--patient", required=True, help="FHIR R4 Bundle (JSON) or NDJSON file/directory")
+    c.add_argument("--order", required=True, help="a MedicationRequest JSON, or a Bundle of them")
+    c.add_argument("--json", action="store_true", help="print the Verdict as JSON (a list for a Bundle of orders)")
+    c.add_argument("--as-of", type=_as_of, default=None, help="reason as of this date (YYYY-MM-DD; default today)")
+    c.add_argument("--patient-id", default=None, help="which patient, when the input holds several")
+    c.set_defaults(func=cmd_check)
+    k = sub.add_parser("knowledge", help="compile the knowledge base and print its version and counts")
+    k.add_argument("--no-cache", action="store_true", help="compile from the Turtle even if a cache exists")
+    k.set_defaults(func=cmd_knowledge)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import ClinAgentError, ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ClinAgentError, ConfigError) as e:
+        print(f"clinagent: error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

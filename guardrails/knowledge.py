@@ -1,0 +1,450 @@
+"""The compiled knowledge base: Turtle in ``ontologies/`` compiled once into plain in-memory indexes.
+
+``load_knowledge()`` returns a :class:`Knowledge`. Compiling parses the Turtle with rdflib (about a second);
+the result is cached as a pickle keyed by the SHA-256 of the Turtle files and of this compiler, so a
+process that finds the cache never imports rdflib at all. The hash of the Turtle files is the knowledge
+version stamped on every verdict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .names import name_variants, normalize, routes_for_dose_form
+
+NS_ONT = "https://w3id.org/clinagent/ont#"
+PREFIXES = {
+    "https://w3id.org/clinagent/drug/": "drug:",
+    "https://w3id.org/clinagent/class/": "cls:",
+    "https://w3id.org/clinagent/product/": "prod:",
+    "https://w3id.org/clinagent/fact/": "fact:",
+    "https://w3id.org/clinagent/source/": "src:",
+}
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "ontologies"
+_COMPILER_FILES = ("knowledge.py", "names.py", "units.py")
+
+Sources = tuple[tuple[str, str], ...]
+
+
+def compact(iri: str) -> str:
+    for ns, p in PREFIXES.items():
+        if iri.startswith(ns):
+            return p + iri[len(ns):]
+    return iri
+
+
+@dataclass(frozen=True, slots=True)
+class Ingredient:
+    id: str  # "drug:warfarin"
+    name: str
+    rxcui: str
+    classes: frozenset[str]  # every class, transitively ("cls:...")
+    high_alert: bool
+    sources: Sources
+
+
+@dataclass(frozen=True, slots=True)
+class DrugClass:
+    id: str
+    label: str
+    allergy_group: bool
+    duplicate_group: bool
+    members: frozenset[str]
+    sources: Sources
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    ingredient: str  # ingredient id, or "" when the name did not resolve
+    name: str
+    strength: float | None
+    unit: str | None
+    per_volume: float | None = None
+    per_unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    rxcui: str
+    name: str
+    components: tuple[Component, ...]
+    dose_form: str
+    routes: frozenset[str]
+    sources: Sources = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Any cited rule fact. Which fields are set depends on ``kind``."""
+
+    iri: str
+    kind: str  # interaction | dose | renal | age | dx | pregnancy | lab | monitoring | xsens
+    sources: Sources
+    message: str = ""
+    action: str = ""  # contraindicated | caution | maxDaily
+    severity: str = ""  # interactions: contraindicated | major | moderate
+    a: str = ""  # interactions: agent labels; xsens: allergen/target labels
+    b: str = ""
+    effect: str = ""
+    mechanism: str = ""
+    management: str = ""
+    onc: bool = False
+    route: str | None = None
+    min_age: float = 0.0
+    max_age: float | None = None
+    dose_unit: str = "mg"
+    max_single: float | None = None
+    max_daily: float | None = None
+    max_weekly: float | None = None
+    usual_min_single: float | None = None
+    max_single_per_kg: float | None = None
+    max_daily_per_kg: float | None = None
+    schedule: str | None = None
+    measure: str = "eGFR"
+    at_least: float = 0.0
+    below: float | None = None
+    conditions: frozenset[str] = frozenset()
+    condition_label: str = ""
+    loincs: tuple[str, ...] = ()
+    above: float | None = None
+    under: float | None = None
+    unit: str = ""
+    max_age_days: float | None = None
+
+    def summary(self) -> str:
+        if self.kind == "interaction":
+            return f"{self.a} + {self.b}: {self.severity}. {self.effect}".strip()
+        return self.message or self.iri
+
+
+@dataclass
+class Knowledge:
+    version: str
+    ingredients: dict[str, Ingredient] = field(default_factory=dict)
+    classes: dict[str, DrugClass] = field(default_factory=dict)
+    products: dict[str, Product] = field(default_factory=dict)
+    rxcui_ingredient: dict[str, str] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # normalised name/synonym/brand -> ingredient id
+    class_names: dict[str, str] = field(default_factory=dict)  # normalised class label -> class id
+    snomed: dict[str, str] = field(default_factory=dict)  # SNOMED CT substance -> ingredient or class id
+    interactions: dict[tuple[str, str], tuple[Rule, ...]] = field(default_factory=dict)
+    by_ingredient: dict[str, dict[str, tuple[Rule, ...]]] = field(default_factory=dict)  # kind -> id -> rules
+    xsens: dict[str, tuple[tuple[frozenset[str], Rule], ...]] = field(default_factory=dict)
+    unit_table: dict[str, tuple[str, float]] = field(default_factory=dict)
+    monitoring_loincs: frozenset[str] = frozenset()
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def rules(self, kind: str, ingredient: str) -> tuple[Rule, ...]:
+        return self.by_ingredient.get(kind, {}).get(ingredient, ())
+
+    def members(self, concept: str) -> frozenset[str]:
+        """Ingredients of a class id, or the ingredient itself."""
+        if concept in self.classes:
+            return self.classes[concept].members
+        return frozenset({concept}) if concept in self.ingredients else frozenset()
+
+    def ingredient_by_name(self, name: str) -> str | None:
+        for v in name_variants(name):
+            hit = self.names.get(v)
+            if hit:
+                return hit
+        return None
+
+    def class_by_name(self, name: str) -> str | None:
+        n = normalize(name)
+        for v in (n, n.rstrip("s"), n + "s"):
+            hit = self.class_names.get(v)
+            if hit:
+                return hit
+        return None
+
+
+# ---- loading -------------------------------------------------------------------------------------------------
+
+
+def ttl_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.ttl"))
+
+
+def content_hash(directory: Path) -> str:
+    h = hashlib.sha256()
+    for p in ttl_files(directory):
+        h.update(p.name.encode())
+        h.update(b"\0")
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _compiler_hash() -> str:
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in _COMPILER_FILES:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("CLINAGENT_CACHE", Path.home() / ".cache" / "clinagent"))
+
+
+_LOADED: dict[tuple[str, str], Knowledge] = {}
+
+
+def load_knowledge(directory: str | Path | None = None, *, use_cache: bool = True) -> Knowledge:
+    """Load the compiled knowledge for ``directory`` (default: the bundled ``ontologies/``)."""
+    d = Path(directory or os.environ.get("CLINAGENT_ONTOLOGIES") or DEFAULT_DIR)
+    version = content_hash(d)
+    key = (str(d), version)
+    if key in _LOADED:
+        return _LOADED[key]
+    cache = _cache_dir() / f"knowledge-{version[:24]}-{_compiler_hash()}.pickle"
+    kb = None
+    if use_cache and cache.exists():
+        try:
+            with cache.open("rb") as f:
+                kb = pickle.load(f)
+        except Exception:  # a corrupt or foreign cache is rebuilt, never trusted
+            kb = None
+    if kb is None:
+        kb = compile_knowledge(d, version)
+        if use_cache:
+            _write_cache(cache, kb)
+    _LOADED[key] = kb
+    return kb
+
+
+def _write_cache(path: Path, kb: Knowledge) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(kb, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home only costs the next process a compile
+
+
+def load_graph(directory: str | Path | None = None):
+    """The raw rdflib graph (for shape checks and the SPARQL baseline)."""
+    import rdflib
+
+    d = Path(directory or os.environ.get("CLINAGENT_ONTOLOGIES") or DEFAULT_DIR)
+    g = rdflib.Graph()
+    for p in ttl_files(d):
+        g.parse(p, format="turtle")
+    return g
+
+
+# ---- compiling -----------------------------------------------------------------------------------------------
+
+
+def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
+    """Parse the Turtle and build every index the gates use."""
+    from rdflib import RDF, RDFS, Literal, URIRef
+
+    from . import units
+
+    g = load_graph(directory)
+    CA = lambda name: URIRef(NS_ONT + name)  # noqa: E731
+    kb = Knowledge(version=version or content_hash(directory))
+    kb.unit_table = units.build_table()
+
+    def lit(s, p, default=None):
+        v = g.value(s, CA(p))
+        if v is None:
+            return default
+        return v.toPython() if isinstance(v, Literal) else str(v)
+
+    def lits(s, p) -> list:
+        return [o.toPython() if isinstance(o, Literal) else compact(str(o)) for o in g.objects(s, CA(p))]
+
+    def num(s, p):
+        v = lit(s, p)
+        return float(v) if v is not None else None
+
+    source_info: dict[str, tuple[str, str]] = {}
+    for s in g.subjects(RDF.type, CA("Source")):
+        source_info[compact(str(s))] = (str(g.value(s, RDFS.label) or compact(str(s))), str(lit(s, "url", "")))
+
+    def sources(s) -> Sources:
+        out = []
+        for o in g.objects(s, CA("source")):
+            c = compact(str(o))
+            out.append(source_info.get(c, (c, "")))
+        return tuple(sorted(set(out)))
+
+    # classes and their closure
+    class_nodes = set(g.subjects(RDF.type, CA("DrugClass")))
+    parents: dict[str, set[str]] = {compact(str(c)): set() for c in class_nodes}
+    for c in class_nodes:
+        for p in g.objects(c, RDFS.subClassOf):
+            parents[compact(str(c))].add(compact(str(p)))
+
+    def ancestors(cid: str, seen: set[str] | None = None) -> set[str]:
+        seen = set() if seen is None else seen
+        for p in parents.get(cid, ()):
+            if p not in seen:
+                seen.add(p)
+                ancestors(p, seen)
+        return seen
+
+    # ingredients
+    members: dict[str, set[str]] = {c: set() for c in parents}
+    for s in g.subjects(RDF.type, CA("Ingredient")):
+        iid = compact(str(s))
+        direct = {compact(str(o)) for o in g.objects(s, CA("memberOf"))}
+        closure = set(direct)
+        for c in direct:
+            closure |= ancestors(c)
+        for c in closure:
+            members.setdefault(c, set()).add(iid)
+        name = str(g.value(s, RDFS.label) or iid.split(":", 1)[1].replace("_", " "))
+        rx = str(lit(s, "rxcui", ""))
+        kb.ingredients[iid] = Ingredient(iid, name, rx, frozenset(closure), bool(lit(s, "highAlert", False)), sources(s))
+        if rx:
+            kb.rxcui_ingredient[rx] = iid
+        for n in [name, iid.split(":", 1)[1].replace("_", " "), *lits(s, "synonym"), *lits(s, "brand")]:
+            kb.names.setdefault(normalize(str(n)), iid)
+        for code in lits(s, "snomed"):
+            kb.snomed[str(code)] = iid
+    for c in class_nodes:
+        cid = compact(str(c))
+        label = str(g.value(c, RDFS.label) or cid)
+        kb.classes[cid] = DrugClass(
+            cid, label, bool(lit(c, "allergyGroup", False)), bool(lit(c, "duplicateGroup", False)),
+            frozenset(members.get(cid, ())), sources(c),
+        )
+        for n in [label, cid.split(":", 1)[1].replace("_", " "), *lits(c, "synonym")]:
+            kb.class_names.setdefault(normalize(str(n)), cid)
+        for code in lits(c, "snomed"):
+            kb.snomed.setdefault(str(code), cid)
+
+    def label_of(concept: str) -> str:
+        if concept in kb.classes:
+            return kb.classes[concept].label
+        if concept in kb.ingredients:
+            return kb.ingredients[concept].name
+        return concept
+
+    def applies(s, prop="appliesTo") -> list[str]:
+        out: list[str] = []
+        for o in g.objects(s, CA(prop)):
+            out.extend(sorted(kb.members(compact(str(o)))))
+        return out
+
+    # products
+    for s in g.subjects(RDF.type, CA("Product")):
+        rx = str(lit(s, "rxcui", ""))
+        comps = []
+        for c in g.objects(s, CA("component")):
+            ing = g.value(c, CA("ingredient"))
+            iid = compact(str(ing)) if ing is not None else ""
+            comps.append(Component(
+                iid, kb.ingredients[iid].name if iid in kb.ingredients else str(lit(c, "name", "")),
+                num(c, "strength"), lit(c, "strengthUnit"), num(c, "perVolume"), lit(c, "perUnit"),
+            ))
+        form = str(lit(s, "doseForm", ""))
+        routes = frozenset(str(r) for r in lits(s, "route")) or routes_for_dose_form(form)
+        kb.products[rx] = Product(rx, str(g.value(s, RDFS.label) or rx), tuple(sorted(comps, key=lambda c: c.name)),
+                                  form, routes, sources(s))
+
+    # interactions, expanded to ingredient pairs
+    pairs: dict[tuple[str, str], list[Rule]] = {}
+    for s in g.subjects(RDF.type, CA("Interaction")):
+        a = [compact(str(o)) for o in g.objects(s, CA("agentA"))]
+        b = [compact(str(o)) for o in g.objects(s, CA("agentB"))]
+        if not a or not b:
+            continue
+        rule = Rule(
+            compact(str(s)), "interaction", sources(s), severity=str(lit(s, "severity", "")),
+            a=label_of(a[0]), b=label_of(b[0]), effect=str(lit(s, "effect", "")),
+            mechanism=str(lit(s, "mechanism", "")), management=str(lit(s, "management", "")),
+            onc=bool(lit(s, "oncHighPriority", False)),
+        )
+        ma = set().union(*(kb.members(x) for x in a))
+        mb = set().union(*(kb.members(x) for x in b))
+        for x in ma:
+            for y in mb:
+                if x != y:
+                    pairs.setdefault((min(x, y), max(x, y)), []).append(rule)
+    kb.interactions = {k: tuple(dict.fromkeys(v)) for k, v in pairs.items()}
+
+    # per-ingredient rules
+    per: dict[str, dict[str, list[Rule]]] = {}
+
+    def add(kind: str, ids: list[str], rule: Rule) -> None:
+        for i in ids:
+            per.setdefault(kind, {}).setdefault(i, []).append(rule)
+
+    for s in g.subjects(RDF.type, CA("DoseLimit")):
+        add("dose", applies(s, "drug"), Rule(
+            compact(str(s)), "dose", sources(s), route=lit(s, "route"), min_age=num(s, "minAgeYears") or 0.0,
+            max_age=num(s, "maxAgeYears"), dose_unit=str(lit(s, "doseUnit", "mg")), max_single=num(s, "maxSingle"),
+            max_daily=num(s, "maxDaily"), max_weekly=num(s, "maxWeekly"), usual_min_single=num(s, "usualMinSingle"),
+            max_single_per_kg=num(s, "maxSinglePerKg"), max_daily_per_kg=num(s, "maxDailyPerKg"),
+            schedule=lit(s, "schedule"), message=str(lit(s, "message", "")),
+        ))
+    for s in g.subjects(RDF.type, CA("RenalRule")):
+        add("renal", applies(s), Rule(
+            compact(str(s)), "renal", sources(s), message=str(lit(s, "message", "")), action=str(lit(s, "action", "")),
+            measure=str(lit(s, "measure", "eGFR")), at_least=num(s, "atLeast") or 0.0, below=num(s, "below"),
+            max_daily=num(s, "maxDaily"), dose_unit=str(lit(s, "doseUnit", "mg")),
+        ))
+    for s in g.subjects(RDF.type, CA("AgeRule")):
+        add("age", applies(s), Rule(
+            compact(str(s)), "age", sources(s), message=str(lit(s, "message", "")), action=str(lit(s, "action", "")),
+            min_age=num(s, "atLeastAgeYears") or 0.0, max_age=num(s, "belowAgeYears"),
+        ))
+    for s in g.subjects(RDF.type, CA("Contraindication")):
+        add("dx", applies(s), Rule(
+            compact(str(s)), "dx", sources(s), message=str(lit(s, "message", "")), action=str(lit(s, "action", "")),
+            conditions=frozenset(str(c) for c in lits(s, "condition")), condition_label=str(lit(s, "conditionLabel", "")),
+        ))
+    for s in g.subjects(RDF.type, CA("PregnancyRule")):
+        add("pregnancy", applies(s), Rule(
+            compact(str(s)), "pregnancy", sources(s), message=str(lit(s, "message", "")), action=str(lit(s, "action", "")),
+        ))
+    loincs: set[str] = set()
+    for s in g.subjects(RDF.type, CA("LabRule")):
+        codes = tuple(sorted(str(c) for c in lits(s, "loinc")))
+        loincs.update(codes)
+        add("lab", applies(s), Rule(
+            compact(str(s)), "lab", sources(s), message=str(lit(s, "message", "")), action=str(lit(s, "action", "")),
+            loincs=codes, above=num(s, "above"), under=num(s, "under"), unit=str(lit(s, "unit", "")),
+        ))
+    for s in g.subjects(RDF.type, CA("MonitoringRule")):
+        codes = tuple(sorted(str(c) for c in lits(s, "loinc")))
+        loincs.update(codes)
+        add("monitoring", applies(s), Rule(
+            compact(str(s)), "monitoring", sources(s), message=str(lit(s, "message", "")),
+            loincs=codes, max_age_days=num(s, "maxAgeDays"),
+        ))
+    kb.monitoring_loincs = frozenset(loincs)
+    kb.by_ingredient = {k: {i: tuple(v) for i, v in d.items()} for k, d in per.items()}
+
+    # cross-sensitivity: allergen ingredient -> (target ingredients, rule)
+    xs: dict[str, list[tuple[frozenset[str], Rule]]] = {}
+    for s in g.subjects(RDF.type, CA("CrossSensitivity")):
+        allergen = [compact(str(o)) for o in g.objects(s, CA("allergen"))]
+        target = [compact(str(o)) for o in g.objects(s, CA("target"))]
+        if not allergen or not target:
+            continue
+        rule = Rule(compact(str(s)), "xsens", sources(s), message=str(lit(s, "message", "")),
+                    action=str(lit(s, "action", "")), a=label_of(allergen[0]), b=label_of(target[0]))
+        targets = frozenset().union(*(kb.members(t) for t in target))
+        for al in allergen:
+            for i in kb.members(al):
+                xs.setdefault(i, []).append((targets, rule))
+    kb.xsens = {k: tuple(v) for k, v in xs.items()}
+    kb.stats = {
+        "triples": len(g), "ingredients": len(kb.ingredients), "classes": len(kb.classes),
+        "products": len(kb.products), "interaction_facts": sum(1 for _ in g.subjects(RDF.type, CA("Interaction"))),
+        "interaction_pairs": len(kb.interactions),
+        **{f"{k}_rules": sum(len(v) for v in d.values()) for k, d in per.items()},
+    }
+    return kb

@@ -1,0 +1,155 @@
+"""Resolving what an order or record names to ingredients, and reducing a dose to amounts per ingredient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import units
+from .knowledge import Component, Knowledge, Product
+from .names import countable, normalize, parse_product_name, routes_for_dose_form
+from .sources import Code, Dose, MedicationOrder
+
+RXNORM = "rxnorm"
+SNOMED = "snomed"
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedDrug:
+    ingredients: tuple[str, ...]
+    product: Product | None
+    how: str  # how it was resolved, for the evidence
+    unresolved: tuple[str, ...] = ()  # component names that did not resolve
+
+
+def _product_from_name(text: str, kb: Knowledge) -> tuple[Product | None, tuple[str, ...]]:
+    parsed = parse_product_name(text)
+    if parsed is None:
+        return None, ()
+    comps, missing = [], []
+    for c in parsed.components:
+        iid = kb.ingredient_by_name(c.name)
+        if not iid:
+            missing.append(c.name)
+        comps.append(Component(iid or "", c.name, c.strength, c.unit, c.per_volume, c.per_unit))
+    return Product("", text, tuple(comps), parsed.dose_form, routes_for_dose_form(parsed.dose_form)), tuple(missing)
+
+
+def _names_list(text: str, kb: Knowledge) -> tuple[list[str], list[str]]:
+    """'Sulfamethoxazole / Trimethoprim' or a single name/brand -> ingredient ids (and names that failed)."""
+    found, missing = [], []
+    for part in [p.strip() for p in text.split("/")]:
+        if not part:
+            continue
+        iid = kb.ingredient_by_name(part)
+        (found.append(iid) if iid else missing.append(part))
+    return found, missing
+
+
+def resolve_drug(codes: tuple[Code, ...], text: str, kb: Knowledge) -> ResolvedDrug | None:
+    """RxNorm code first, then name/synonym/brand, then the RxNorm-style product name. None if nothing resolves."""
+    for c in codes:
+        if c.system != RXNORM:
+            continue
+        p = kb.products.get(c.code)
+        if p is not None and p.components and all(x.ingredient for x in p.components):
+            return ResolvedDrug(tuple(dict.fromkeys(x.ingredient for x in p.components)), p, f"RxNorm {c.code} (product)")
+        iid = kb.rxcui_ingredient.get(c.code)
+        if iid:
+            return ResolvedDrug((iid,), None, f"RxNorm {c.code} (ingredient)")
+    names = [c.display for c in codes if c.display] + ([text] if text else [])
+    for n in names:
+        found, missing = _names_list(n, kb)
+        if found and not missing:
+            return ResolvedDrug(tuple(dict.fromkeys(found)), None, f"name '{normalize(n)}'")
+    for n in names:
+        product, missing = _product_from_name(n, kb)
+        if product is not None:
+            ids = tuple(dict.fromkeys(c.ingredient for c in product.components if c.ingredient))
+            if ids:
+                return ResolvedDrug(ids, product, f"parsed product name '{n}'", missing)
+    return None
+
+
+def resolve_concept(codes: tuple[Code, ...], text: str, kb: Knowledge) -> tuple[frozenset[str], str, str] | None:
+    """An allergy's substance -> (ingredient ids, concept id, how). A class allergen yields all its members."""
+    for c in codes:
+        if c.system == SNOMED and c.code in kb.snomed:
+            concept = kb.snomed[c.code]
+            return kb.members(concept), concept, f"SNOMED CT {c.code}"
+    drug = resolve_drug(codes, "", kb)
+    if drug is None:
+        for n in [c.display for c in codes if c.display] + ([text] if text else []):
+            cls = kb.class_by_name(n)
+            if cls:
+                return kb.members(cls), cls, f"class name '{normalize(n)}'"
+        drug = resolve_drug((), text or next((c.display for c in codes if c.display), ""), kb)
+    if drug is None:
+        return None
+    if drug.unresolved:
+        return None
+    concept = drug.ingredients[0] if len(drug.ingredients) == 1 else "+".join(drug.ingredients)
+    return frozenset(drug.ingredients), concept, drug.how
+
+
+# ---- dose arithmetic ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Amount:
+    dim: str  # units.BASE key
+    value: float  # in the dimension's base unit
+
+
+def dose_per_ingredient(
+    dose: Dose, drug: ResolvedDrug, kb: Knowledge
+) -> tuple[dict[str, Amount], str | None]:
+    """Amount of each ingredient in one dose, or a reason why it cannot be known."""
+    value = dose.high if dose.high is not None else dose.value
+    hit = units.lookup(dose.unit, kb.unit_table)
+    if hit is None:
+        return {}, f"the dose unit '{dose.unit}' cannot be converted"
+    dim, factor = hit
+    p = drug.product
+    if dim in ("count", "actuation", "volume"):
+        if p is None:
+            return {}, (f"a dose in '{dose.unit or 'units'}' needs a product strength, but the order names only an "
+                        "ingredient")
+        out: dict[str, Amount] = {}
+        for c in p.components:
+            if not c.ingredient:
+                continue
+            if c.strength is None or c.unit is None:
+                return {}, f"the strength of {c.name} in '{p.name}' is not known"
+            if dim == "count":
+                if c.per_unit is not None or not countable(p.dose_form):
+                    return {}, f"a unit-less dose is ambiguous for '{p.name}' (not a tablet or capsule)"
+                pieces = value * factor
+            elif dim == "actuation":
+                if c.per_unit != "{actuat}":
+                    return {}, f"'{dose.unit}' is not a dose unit of '{p.name}'"
+                pieces = value / (c.per_volume or 1.0)
+            else:  # volume
+                if c.per_unit != "mL" or not c.per_volume:
+                    return {}, f"a dose in mL needs a liquid concentration, and '{p.name}' has none"
+                pieces = value * factor / c.per_volume
+            s = units.lookup(c.unit, kb.unit_table)
+            if s is None or s[0] not in ("mass", "equivalents", "units"):
+                return {}, f"the strength unit '{c.unit}' of {c.name} cannot be converted"
+            prev = out.get(c.ingredient)
+            amount = pieces * c.strength * s[1]
+            out[c.ingredient] = Amount(s[0], amount + (prev.value if prev else 0.0))
+        return out, None
+    if len(drug.ingredients) != 1:
+        return {}, (f"a dose in {dose.unit} is ambiguous for a combination product; order it as a count of "
+                    "tablets/capsules or a volume")
+    return {drug.ingredients[0]: Amount(dim, value * factor)}, None
+
+
+def doses_per_day(order: MedicationOrder) -> tuple[float | None, str]:
+    """How many doses in 24 hours (worst case), and how that was read."""
+    if order.frequency is not None and order.period and order.period_unit in units.PERIOD_DAYS:
+        per_day = order.frequency / (order.period * units.PERIOD_DAYS[order.period_unit])
+        return per_day, f"{order.frequency:g} per {order.period:g} {order.period_unit}"
+    if order.timing_code and order.timing_code.upper() in units.TIMING_CODES:
+        return units.TIMING_CODES[order.timing_code.upper()], order.timing_code.upper()
+    return None, "no frequency given"

@@ -1,0 +1,1 @@
+"""The gate's rules: plain functions ``(ctx) -> Iterator[Finding]`` registered in ``guardrails.registry``."""

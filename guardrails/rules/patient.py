@@ -1,0 +1,150 @@
+"""Patient-state rules: renal function, age, active conditions, pregnancy, labs and monitoring."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..context import Context
+from ..findings import Evidence, Finding
+
+_SEV = {"contraindicated": "block", "caution": "warn"}
+
+
+def _renal_value(ctx: Context, measure: str):
+    f = ctx.facts
+    if measure == "CrCl":
+        if f.crcl is not None and not f.crcl.stale:
+            return f.crcl, ""
+        if f.egfr is not None and not f.egfr.stale:
+            return f.egfr, " (eGFR used: no current CrCl)"
+        return f.crcl or f.egfr, ""
+    if f.egfr is not None and not f.egfr.stale:
+        return f.egfr, ""
+    return f.egfr, ""
+
+
+def check_renal(ctx: Context) -> Iterator[Finding]:
+    if ctx.drug is None:
+        return
+    for ing in ctx.drug.ingredients:
+        rules = ctx.kb.rules("renal", ing)
+        if not rules:
+            continue
+        name = ctx.name(ing)
+        missing_reported = False
+        for r in rules:
+            value, note = _renal_value(ctx, r.measure)
+            if value is None or value.stale:
+                if not missing_reported:
+                    missing_reported = True
+                    why = "none is recorded" if value is None else f"the last value ({value.describe()}) is stale"
+                    ev = (Evidence("fhir", value.ref, f"{r.measure} {value.describe()}"),) if value else ()
+                    yield Finding("drug-renal", "warn",
+                                  f"{name} needs current renal function ({r.measure}) and {why}.",
+                                  ev + (ctx.fact(r),))
+                continue
+            if value.value < r.at_least or (r.below is not None and value.value >= r.below):
+                continue
+            ev = (Evidence("fhir", value.ref, f"{r.measure} {value.describe()}{note}"), ctx.fact(r))
+            band = f"{r.measure} {value.value:g}{note}"
+            if r.action == "maxDaily" and r.max_daily is not None:
+                daily = ctx.daily(ing, r.dose_unit)
+                if daily is None:
+                    yield Finding("drug-renal", "warn",
+                                  f"{name}: at {band} the maximum is {r.max_daily:g} {r.dose_unit}/day; the ordered daily "
+                                  "total could not be computed.", ev)
+                elif daily > r.max_daily * (1 + 1e-9):
+                    yield Finding("drug-renal", "block",
+                                  f"{name} {daily:g} {r.dose_unit}/day exceeds the renal maximum of {r.max_daily:g} "
+                                  f"{r.dose_unit}/day at {band}.", ev, "dosageInstruction[0]")
+                continue
+            sev = _SEV.get(r.action, "warn")
+            yield Finding("drug-renal", sev, f"{name} at {band}: {r.message}".strip(), ev)
+
+
+def check_age(ctx: Context) -> Iterator[Finding]:
+    if ctx.drug is None:
+        return
+    age = ctx.facts.age_years
+    if age is None:
+        return
+    for ing in ctx.drug.ingredients:
+        for r in ctx.kb.rules("age", ing):
+            if age >= r.min_age and (r.max_age is None or age < r.max_age):
+                ev = (Evidence("fhir", ctx.facts.patient_ref, f"age {age:.1f} y (birthDate, as of {ctx.facts.as_of})"),
+                      ctx.fact(r))
+                yield Finding("drug-age", _SEV.get(r.action, "warn"),
+                              f"{ctx.name(ing)} at age {age:.1f} y: {r.message}".strip(), ev)
+
+
+def check_diagnosis(ctx: Context) -> Iterator[Finding]:
+    if ctx.drug is None or not ctx.patient.conditions:
+        return
+    for ing in ctx.drug.ingredients:
+        for r in ctx.kb.rules("dx", ing):
+            hits = [c for c in r.conditions if c in ctx.patient.conditions]
+            if not hits:
+                continue
+            cond = ctx.patient.conditions[hits[0]]
+            label = next((c.display for c in cond.codes if c.code == hits[0] and c.display), r.condition_label)
+            ev = (Evidence("fhir", cond.ref, f"active condition: {label} (SNOMED CT {hits[0]})"), ctx.fact(r))
+            yield Finding("drug-diagnosis", _SEV.get(r.action, "warn"),
+                          f"{ctx.name(ing)} with {label}: {r.message}".strip(), ev)
+
+
+def check_pregnancy(ctx: Context) -> Iterator[Finding]:
+    if ctx.drug is None or not ctx.facts.pregnant:
+        return
+    for ing in ctx.drug.ingredients:
+        for r in ctx.kb.rules("pregnancy", ing):
+            ev = (Evidence("fhir", ctx.facts.pregnant, "pregnant"), ctx.fact(r))
+            yield Finding("drug-pregnancy", _SEV.get(r.action, "warn"),
+                          f"{ctx.name(ing)} in pregnancy: {r.message}".strip(), ev)
+
+
+def _latest(ctx: Context, loincs):
+    found = [ctx.facts.labs[c] for c in loincs if c in ctx.facts.labs]
+    return max(found, key=lambda m: (m.when is not None, m.when)) if found else None
+
+
+def check_labs(ctx: Context) -> Iterator[Finding]:
+    if ctx.drug is None:
+        return
+    for ing in ctx.drug.ingredients:
+        for r in ctx.kb.rules("lab", ing):
+            lab = _latest(ctx, r.loincs)
+            if lab is None or lab.stale:
+                continue  # a missing lab is the monitoring rule's business
+            if r.unit and lab.unit and _norm_unit(lab.unit) != _norm_unit(r.unit):
+                yield Finding("drug-lab", "warn",
+                              f"{ctx.name(ing)}: lab {lab.code} is in {lab.unit}, the rule in {r.unit}; not compared.",
+                              (Evidence("fhir", lab.ref, lab.describe()), ctx.fact(r)))
+                continue
+            fired = (r.above is not None and lab.value >= r.above) or (r.under is not None and lab.value < r.under)
+            if fired:
+                ev = (Evidence("fhir", lab.ref, f"LOINC {lab.code}: {lab.describe()}"), ctx.fact(r))
+                yield Finding("drug-lab", _SEV.get(r.action, "warn"),
+                              f"{ctx.name(ing)} with {lab.value:g} {lab.unit} (LOINC {lab.code}): {r.message}".strip(), ev)
+
+
+def check_monitoring(ctx: Context) -> Iterator[Finding]:
+    if ctx.drug is None:
+        return
+    for ing in ctx.drug.ingredients:
+        for r in ctx.kb.rules("monitoring", ing):
+            lab = _latest(ctx, r.loincs)
+            age_days = (ctx.facts.as_of - lab.when).days if lab is not None and lab.when else None
+            if lab is not None and not lab.stale and age_days is not None and (
+                    r.max_age_days is None or age_days <= r.max_age_days):
+                continue
+            why = ("none is recorded" if lab is None else
+                   f"the last one ({lab.describe()}) is {age_days if age_days is not None else '?'} days old")
+            ev = ((Evidence("fhir", lab.ref, lab.describe()),) if lab else ()) + (ctx.fact(r),)
+            yield Finding("drug-lab", "warn",
+                          f"{ctx.name(ing)} needs a current lab (LOINC {', '.join(r.loincs)}) and {why}. {r.message}".strip(),
+                          ev)
+
+
+def _norm_unit(u: str) -> str:
+    u = u.strip().lower().replace("meq", "mmol")
+    return u
