@@ -205,8 +205,10 @@ def load_record(path: str | Path, patient_id: str | None = None) -> PatientRecor
     where = str(p)
     if p.is_dir():
         items = []
+        # Bulk-export layout: one <ResourceType>.<n>.ndjson per type; other files (log.ndjson) are not resources.
         for f in sorted(p.glob("*.ndjson")):
-            items += [("", r, f"{f.name}") for r in _read_ndjson(f)]
+            if f.name.split(".")[0] in USED_TYPES:
+                items += [("", r, f"{f.name} line {i + 1}") for i, r in enumerate(_read_ndjson(f))]
         if not items:
             raise RecordError("directory holds no .ndjson files", where=where)
     elif p.suffix == ".ndjson":

@@ -8,6 +8,6 @@ from .sources import (ActiveMedication, Allergy, Code, Condition, Dose, Measured
                       PatientFacts)
 
 __all__ = [
-    "CATEGORIES", "RULES", "ActiveMedication", "Allergy", "Code", "Condition", "Dose", "Evidence", "Finding",
-    "Knowledge", "Measured", "MedicationOrder", "PatientFacts", "Verdict", "gate", "load_knowledge",
+    "ActiveMedication", "Allergy", "CATEGORIES", "Code", "Condition", "Dose", "Evidence", "Finding", "Knowledge",
+    "Measured", "MedicationOrder", "PatientFacts", "RULES", "Verdict", "gate", "load_knowledge",
 ]

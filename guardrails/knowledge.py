@@ -119,6 +119,16 @@ class Rule:
     def summary(self) -> str:
         if self.kind == "interaction":
             return f"{self.a} + {self.b}: {self.severity}. {self.effect}".strip()
+        if self.kind == "dose" and not self.message:
+            band = f"age {self.min_age:g}" + (f"-<{self.max_age:g}" if self.max_age is not None else "+")
+            parts = [f"{label} {v:g} {self.dose_unit}{suffix}" for label, v, suffix in (
+                ("max single", self.max_single, ""), ("max daily", self.max_daily, "/day"),
+                ("max weekly", self.max_weekly, "/week"), ("max single", self.max_single_per_kg, "/kg"),
+                ("max daily", self.max_daily_per_kg, "/kg/day"), ("usual min single", self.usual_min_single, ""))
+                if v is not None]
+            route = f", {self.route}" if self.route else ""
+            sched = ", dosed weekly" if self.schedule == "weekly" else ""
+            return f"dose limit ({band} y{route}{sched}): " + "; ".join(parts)
         return self.message or self.iri
 
 

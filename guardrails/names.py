@@ -17,20 +17,23 @@ SALT_WORDS = frozenset(
     trihydrate hemihydrate anhydrous disodium dipropionate propionate furoate xinafoate hyclate hydrate valerate
     tromethamine lysine benzoate pamoate decanoate embonate medoxomil axetil pivoxil cilexetil proxetil erbumine
     bisulfate bromide nitrate oxalate lactate gluconate carbonate mandelate hippurate monosodium dimesylate
-    monopotassium napsylate salicylate stearate estolate ethylsuccinate teoclate polistirex""".split()
-)
+    monopotassium napsylate salicylate stearate estolate ethylsuccinate teoclate polistirex
+    usp porcine bovine human recombinant hydrocholoride""".split()
+)  # "hydrocholoride": a misspelling that real records carry (Synthea RxNorm 834357)
 
 _SPACE = re.compile(r"[\s\-_,]+")
 
 
 def normalize(name: str) -> str:
-    """Lower-case, collapse spaces/hyphens, drop a trailing brand in brackets."""
-    name = re.sub(r"\[[^\]]*\]", " ", name)
+    """Lower-case, collapse spaces/hyphens, drop a brand in brackets and a qualifier in parentheses."""
+    name = re.sub(r"\[[^\]]*\]|\((?:usp|nf)\)", " ", name, flags=re.IGNORECASE)
     return _SPACE.sub(" ", name.lower()).strip()
 
 
 def name_variants(name: str) -> list[str]:
     """The whole name first, then with trailing salt words stripped, then with every salt word stripped."""
+    # FDA biosimilar names carry a four-letter suffix ("trastuzumab-oysk"): the ingredient is the core name.
+    name = re.sub(r"\b([a-z]+)-[a-z]{4}\b", r"\1", name)
     n = normalize(name)
     out = [n]
     words = n.split()
@@ -55,7 +58,9 @@ _COMPONENT = re.compile(
     rf"(?:\s*/\s*(?P<den_num>{_NUM})?\s*(?P<den>ML|ACTUAT|HR|MG|G|SQCM|L)\b)?(?P<rest>.*)$",
     re.IGNORECASE,
 )
-_LEADING_QTY = re.compile(rf"^(?:NDA\d+\s+)?(?:(?:{_NUM})\s+(?:ML|ACTUAT|HR|G|MG|DAY)\s+)", re.IGNORECASE)
+# Quantities and qualifiers RxNorm puts before the first ingredient: "NDA020503 200 ACTUAT", "Abuse-Deterrent 12 HR".
+_LEADING_QTY = re.compile(
+    rf"^(?:(?:NDA\d+|Abuse-Deterrent|Breath-Actuated|(?:{_NUM})\s+(?:ML|ACTUAT|HR|G|MG|DAY|MIN))\s+)+", re.IGNORECASE)
 _PACK = re.compile(r"^\{.*\}\s*pack", re.IGNORECASE)
 
 
