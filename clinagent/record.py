@@ -233,14 +233,16 @@ def record_from_resources(items: list[tuple[str, dict, str]], where: str, patien
         raise RecordError(f"{len(patients)} patients in the input ({ids}...); choose one with a patient id", where=where)
     patient = patients[0]
     pid = patient.get("id")
+    # Every way a resource may point at this patient: Patient/<id> (relative or absolute) or the entry's fullUrl.
+    aliases = {f"Patient/{pid}"} | {u for u, r, _ in items if r is patient and u}
     rec = PatientRecord(where, patient)
     for full_url, r, pointer in items:
         rtype = r.get("resourceType")
         if rtype not in USED_TYPES:
             continue
         subj = (r.get("subject") or r.get("patient") or {}).get("reference", "")
-        if rtype not in ("Patient", "Medication") and subj and pid and not (
-                subj.endswith(f"Patient/{pid}") or subj.endswith(str(pid)) or subj == full_url):
+        if rtype not in ("Patient", "Medication") and subj and not (
+                subj in aliases or subj.endswith(f"/Patient/{pid}")):
             continue  # another patient's resource in a multi-patient file
         if rtype == "Observation" and not _used_observation(r):
             continue

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from . import units
 
-from .findings import Evidence
+from .findings import Evidence, Finding
 from .knowledge import Knowledge, Rule
 from .resolve import Amount, ResolvedDrug, resolve_concept, resolve_drug
 from .sources import ActiveMedication, Allergy, Condition, MedicationOrder, PatientFacts
@@ -31,6 +31,7 @@ ROUTE_WORDS = {
 class PreparedMed:
     med: ActiveMedication
     ingredients: frozenset[str]
+    evidence: Evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class PreparedAllergy:
     ingredients: frozenset[str]  # empty when unmapped
     concept: str
     how: str
+    evidence: Evidence
 
     def concept_label(self, kb: Knowledge) -> str:
         if self.concept in kb.classes:
@@ -53,6 +55,8 @@ class PreparedPatient:
     allergies: tuple[PreparedAllergy, ...]
     unmapped_allergies: tuple[Allergy, ...]
     conditions: dict[str, Condition]  # SNOMED code -> condition
+    meds_by_ingredient: dict[str, tuple[PreparedMed, ...]]
+    meds_by_duplicate_group: dict[str, tuple[PreparedMed, ...]]
 
 
 _NON_DRUG_ALLERGY = frozenset({"food", "environment", "biologic"})
@@ -70,7 +74,8 @@ def prepare(facts: PatientFacts, kb: Knowledge) -> PreparedPatient:
         if d is None:
             unresolved.append(m)
         else:
-            meds.append(PreparedMed(m, frozenset(d.ingredients)))
+            label = m.text or next((c.display for c in m.codes if c.display), "")
+            meds.append(PreparedMed(m, frozenset(d.ingredients), Evidence("fhir", m.ref, f"active medication: {label}")))
     allergies, unmapped = [], []
     for a in facts.allergies:
         r = resolve_concept(a.codes, a.text, kb)
@@ -78,13 +83,25 @@ def prepare(facts: PatientFacts, kb: Knowledge) -> PreparedPatient:
             if not (set(a.category) & _NON_DRUG_ALLERGY) or "medication" in a.category:
                 unmapped.append(a)
             continue
-        allergies.append(PreparedAllergy(a, r[0], r[1], r[2]))
+        label = a.text or next((c.display for c in a.codes if c.display), r[1])
+        crit = f", criticality {a.criticality}" if a.criticality else ""
+        allergies.append(PreparedAllergy(a, r[0], r[1], r[2],
+                                         Evidence("fhir", a.ref, f"allergy: {label}{crit} (matched by {r[2]})")))
     conditions: dict[str, Condition] = {}
     for c in facts.conditions:
         for code in c.codes:
             if code.system == "snomed":
                 conditions.setdefault(code.code, c)
-    prepared = PreparedPatient(tuple(meds), tuple(unresolved), tuple(allergies), tuple(unmapped), conditions)
+    by_ing: dict[str, list[PreparedMed]] = {}
+    by_group: dict[str, list[PreparedMed]] = {}
+    for pm in meds:
+        for i in pm.ingredients:
+            by_ing.setdefault(i, []).append(pm)
+            for g in kb.duplicate_groups.get(i, ()):
+                if pm not in by_group.setdefault(g, []):
+                    by_group[g].append(pm)
+    prepared = PreparedPatient(tuple(meds), tuple(unresolved), tuple(allergies), tuple(unmapped), conditions,
+                               {k: tuple(v) for k, v in by_ing.items()}, {k: tuple(v) for k, v in by_group.items()})
     facts._cache[key] = prepared
     return prepared
 
@@ -101,6 +118,11 @@ class Context:
     dose_problem: str | None = None  # why the dose cannot be reduced to amounts
     per_day: float | None = None  # doses in 24 h (worst case)
     per_day_how: str = ""
+    rule_id: str = ""  # set by the engine before each rule runs
+    age: float | None = None  # years at facts.as_of
+
+    def finding(self, category: str, severity: str, message: str, evidence: tuple = (), path: str = "") -> Finding:
+        return Finding(category, severity, message, evidence, path, self.rule_id)
 
     def daily(self, ingredient: str, unit: str) -> float | None:
         """The ordered amount of ``ingredient`` per 24 h in ``unit``; None if unknown or not convertible."""
@@ -116,7 +138,10 @@ class Context:
         return Evidence("order", o.ref or "order", f"{dose}, {self.per_day_how}")
 
     def fact(self, rule: Rule) -> Evidence:
-        return Evidence("ontology", rule.iri, rule.summary(), rule.sources)
+        ev = self.kb.evidence_cache.get(rule.iri)
+        if ev is None:
+            ev = self.kb.evidence_cache[rule.iri] = Evidence("ontology", rule.iri, rule.summary(), rule.sources)
+        return ev
 
     def name(self, ingredient: str) -> str:
         i = self.kb.ingredients.get(ingredient)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .context import Context, order_route, prepare
 from .findings import Finding, Verdict, rank
 from .knowledge import Knowledge
@@ -22,6 +20,7 @@ def gate(order: MedicationOrder, facts: PatientFacts, knowledge: Knowledge) -> V
         drug = resolve_drug(order.codes, order.text, knowledge)
         ctx = Context(order, facts, knowledge, drug, patient, order_route(order))
         ctx.per_day, ctx.per_day_how = doses_per_day(order)
+        ctx.age = facts.age_years
         if drug is not None and order.dose is not None:
             ctx.amounts, ctx.dose_problem = dose_per_ingredient(order.dose, drug, knowledge)
     except Exception as e:  # fail closed: a crash while preparing is a block, never an empty list
@@ -29,9 +28,9 @@ def gate(order: MedicationOrder, facts: PatientFacts, knowledge: Knowledge) -> V
                     rule_id="gate.prepare")
         return Verdict(False, (f,), knowledge.version, order.ref, ("gate.prepare",))
     for rule_id, fn in RULES.items():
+        ctx.rule_id = rule_id
         try:
-            for f in fn(ctx):
-                findings.append(replace(f, rule_id=rule_id))
+            findings.extend(fn(ctx))
         except Exception as e:
             findings.append(Finding("unverifiable", "block",
                                     f"Rule {rule_id} failed ({type(e).__name__}: {e}); the order cannot be verified.",

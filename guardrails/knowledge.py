@@ -14,6 +14,7 @@ import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .names import name_variants, normalize, routes_for_dose_form
 
@@ -139,10 +140,14 @@ class Knowledge:
     classes: dict[str, DrugClass] = field(default_factory=dict)
     products: dict[str, Product] = field(default_factory=dict)
     rxcui_ingredient: dict[str, str] = field(default_factory=dict)
-    names: dict[str, str] = field(default_factory=dict)  # normalised name/synonym/brand -> ingredient id
+    names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # normalised name/synonym/brand -> ingredient ids
     class_names: dict[str, str] = field(default_factory=dict)  # normalised class label -> class id
     snomed: dict[str, str] = field(default_factory=dict)  # SNOMED CT substance -> ingredient or class id
     interactions: dict[tuple[str, str], tuple[Rule, ...]] = field(default_factory=dict)
+    partners: dict[str, dict[str, tuple[Rule, ...]]] = field(default_factory=dict)  # ingredient -> other -> rules
+    duplicate_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ingredient -> duplicate classes
+    allergy_groups: dict[str, frozenset[str]] = field(default_factory=dict)  # ingredient -> allergy-group classes
+    evidence_cache: dict[str, Any] = field(default_factory=dict, repr=False)  # rule iri -> Evidence, filled lazily
     by_ingredient: dict[str, dict[str, tuple[Rule, ...]]] = field(default_factory=dict)  # kind -> id -> rules
     xsens: dict[str, tuple[tuple[frozenset[str], Rule], ...]] = field(default_factory=dict)
     unit_table: dict[str, tuple[str, float]] = field(default_factory=dict)
@@ -158,12 +163,17 @@ class Knowledge:
             return self.classes[concept].members
         return frozenset({concept}) if concept in self.ingredients else frozenset()
 
-    def ingredient_by_name(self, name: str) -> str | None:
+    def ingredients_by_name(self, name: str) -> tuple[str, ...]:
+        """Ingredient ids for a name, synonym or brand (a combination brand names several)."""
         for v in name_variants(name):
             hit = self.names.get(v)
             if hit:
                 return hit
-        return None
+        return ()
+
+    def ingredient_by_name(self, name: str) -> str | None:
+        hit = self.ingredients_by_name(name)
+        return hit[0] if len(hit) == 1 else None
 
     def class_by_name(self, name: str) -> str | None:
         n = normalize(name)
@@ -305,6 +315,7 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
 
     # ingredients
     members: dict[str, set[str]] = {c: set() for c in parents}
+    names: dict[str, set[str]] = {}
     for s in g.subjects(RDF.type, CA("Ingredient")):
         iid = compact(str(s))
         direct = {compact(str(o)) for o in g.objects(s, CA("memberOf"))}
@@ -319,9 +330,10 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         if rx:
             kb.rxcui_ingredient[rx] = iid
         for n in [name, iid.split(":", 1)[1].replace("_", " "), *lits(s, "synonym"), *lits(s, "brand")]:
-            kb.names.setdefault(normalize(str(n)), iid)
+            names.setdefault(normalize(str(n)), set()).add(iid)
         for code in lits(s, "snomed"):
             kb.snomed[str(code)] = iid
+    kb.names = {n: tuple(sorted(ids)) for n, ids in names.items()}
     for c in class_nodes:
         cid = compact(str(c))
         label = str(g.value(c, RDFS.label) or cid)
@@ -383,6 +395,12 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
                 if x != y:
                     pairs.setdefault((min(x, y), max(x, y)), []).append(rule)
     kb.interactions = {k: tuple(dict.fromkeys(v)) for k, v in pairs.items()}
+    for (x, y), rules in kb.interactions.items():
+        kb.partners.setdefault(x, {})[y] = rules
+        kb.partners.setdefault(y, {})[x] = rules
+    for iid, ing in kb.ingredients.items():
+        kb.duplicate_groups[iid] = tuple(sorted(c for c in ing.classes if c in kb.classes and kb.classes[c].duplicate_group))
+        kb.allergy_groups[iid] = frozenset(c for c in ing.classes if c in kb.classes and kb.classes[c].allergy_group)
 
     # per-ingredient rules
     per: dict[str, dict[str, list[Rule]]] = {}
@@ -404,6 +422,7 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
             compact(str(s)), "renal", sources(s), message=str(lit(s, "message", "")), action=str(lit(s, "action", "")),
             measure=str(lit(s, "measure", "eGFR")), at_least=num(s, "atLeast") or 0.0, below=num(s, "below"),
             max_daily=num(s, "maxDaily"), dose_unit=str(lit(s, "doseUnit", "mg")),
+            max_daily_per_kg=num(s, "maxDailyPerKg"),
         ))
     for s in g.subjects(RDF.type, CA("AgeRule")):
         add("age", applies(s), Rule(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from . import units
@@ -34,14 +35,28 @@ def _product_from_name(text: str, kb: Knowledge) -> tuple[Product | None, tuple[
     return Product("", text, tuple(comps), parsed.dose_form, routes_for_dose_form(parsed.dose_form)), tuple(missing)
 
 
+_JOINERS = re.compile(r"\s*(?:/|\+|&|\bwith\b|\band\b)\s*", re.IGNORECASE)
+_NUMBERING = re.compile(r"#\s*\d+|\bno\.?\s*\d+\b", re.IGNORECASE)
+# Dose-form words that free-text orders append to a name ("Tylenol with Codeine #3 tablet").
+_FORM_WORDS = re.compile(
+    r"\b(?:oral|tablets?|tabs?|capsules?|caps?|solution|suspension|syrup|liquid|elixir|injection|injectable|"
+    r"chewable|extended[- ]release|delayed[- ]release|immediate[- ]release)\b", re.IGNORECASE)
+
+
 def _names_list(text: str, kb: Knowledge) -> tuple[list[str], list[str]]:
-    """'Sulfamethoxazole / Trimethoprim' or a single name/brand -> ingredient ids (and names that failed)."""
+    """A name, brand or combination ('Sulfamethoxazole / Trimethoprim', 'Tylenol with Codeine #3') -> ingredient ids
+    (and the parts that failed). The whole text is tried first, so a name containing 'and' still resolves."""
+    text = _NUMBERING.sub(" ", text)
+    for candidate in (text, _FORM_WORDS.sub(" ", text)):
+        whole = kb.ingredients_by_name(candidate)
+        if whole:
+            return list(whole), []
     found, missing = [], []
-    for part in [p.strip() for p in text.split("/")]:
+    for part in [p.strip() for p in _JOINERS.split(_FORM_WORDS.sub(" ", text))]:
         if not part:
             continue
-        iid = kb.ingredient_by_name(part)
-        (found.append(iid) if iid else missing.append(part))
+        ids = kb.ingredients_by_name(part)
+        (found.extend(ids) if ids else missing.append(part))
     return found, missing
 
 

@@ -142,3 +142,14 @@ def _first_patient_with_allergy(d):
         if a.get("category") == ["medication"]:
             return a["patient"]["reference"].split("/")[-1]
     pytest.skip("no medication allergy in the shared NDJSON")
+
+
+def test_resources_referencing_the_patient_by_full_url_are_kept():
+    patient = {"resourceType": "Patient", "id": "readable-id", "gender": "male", "birthDate": "1980-01-01"}
+    doc = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:5d1f", "resource": patient},
+        {"fullUrl": "urn:uuid:0bs1", "resource": {**obs("w", "29463-7", 70, "kg", "2026-10-01"), "subject": {"reference": "urn:uuid:5d1f"}}},
+        {"fullUrl": "urn:uuid:0bs2", "resource": {**obs("x", "29463-7", 99, "kg", "2026-10-02"), "subject": {"reference": "Patient/someone-else"}}},
+    ]}
+    f = record_from_bundle(doc).facts(date(2026, 11, 1))
+    assert f.weight is not None and f.weight.value == 70

@@ -8,12 +8,6 @@ from ..context import Context
 from ..findings import Evidence, Finding
 
 
-def _allergy_evidence(a) -> Evidence:
-    label = a.allergy.text or next((c.display for c in a.allergy.codes if c.display), a.concept)
-    crit = f", criticality {a.allergy.criticality}" if a.allergy.criticality else ""
-    return Evidence("fhir", a.allergy.ref, f"allergy: {label}{crit} (matched by {a.how})")
-
-
 def check_allergy(ctx: Context) -> Iterator[Finding]:
     if ctx.drug is None:
         return
@@ -21,19 +15,19 @@ def check_allergy(ctx: Context) -> Iterator[Finding]:
     for ing in ctx.drug.ingredients:
         ingredient = kb.ingredients[ing]
         for a in ctx.patient.allergies:
-            ev = _allergy_evidence(a)
+            ev = a.evidence
             if ing in a.ingredients:
                 if a.concept == ing:
                     msg = f"{ingredient.name}: the patient has an active allergy to {ingredient.name}."
                 else:
                     msg = f"{ingredient.name}: the patient has an active allergy to {a.concept_label(kb)}, which includes it."
-                yield Finding("drug-allergy", "block", msg, (ev,), "medicationCodeableConcept")
+                yield ctx.finding("drug-allergy", "block", msg, (ev,), "medicationCodeableConcept")
                 continue
-            shared = [c for c in ingredient.classes if kb.classes.get(c) and kb.classes[c].allergy_group
-                      and any(x in kb.classes[c].members for x in a.ingredients)]
+            groups = kb.allergy_groups.get(ing, frozenset())
+            shared = [c for c in groups if not a.ingredients.isdisjoint(kb.classes[c].members)]
             if shared:
                 group = kb.classes[sorted(shared)[0]]
-                yield Finding(
+                yield ctx.finding(
                     "drug-allergy", "block",
                     f"{ingredient.name} is in the same allergy group ({group.label}) as the patient's recorded allergen.",
                     (ev, Evidence("ontology", group.id, f"allergy group: {group.label}", group.sources)),
@@ -44,7 +38,7 @@ def check_allergy(ctx: Context) -> Iterator[Finding]:
                 for targets, rule in kb.xsens.get(allergen, ()):
                     if ing in targets:
                         sev = "block" if rule.action == "contraindicated" else "warn"
-                        yield Finding(
+                        yield ctx.finding(
                             "drug-allergy", sev,
                             f"{ingredient.name}: documented cross-sensitivity with the patient's allergy "
                             f"({rule.a} -> {rule.b}). {rule.message}".strip(),
@@ -56,7 +50,7 @@ def check_allergy(ctx: Context) -> Iterator[Finding]:
                 break
     for a in ctx.patient.unmapped_allergies:
         label = a.text or next((c.display for c in a.codes if c.display), "unnamed")
-        yield Finding(
+        yield ctx.finding(
             "drug-allergy", "warn",
             f"A recorded allergy ('{label}') could not be mapped to the knowledge base; check it by hand.",
             (Evidence("fhir", a.ref, f"allergy: {label}"),),

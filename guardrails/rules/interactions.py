@@ -10,25 +10,23 @@ from ..findings import Evidence, Finding
 _SEVERITY = {"contraindicated": "block", "major": "warn", "moderate": "warn"}
 
 
-def _med_evidence(pm, ctx: Context) -> Evidence:
-    label = pm.med.text or next((c.display for c in pm.med.codes if c.display), "")
-    return Evidence("fhir", pm.med.ref, f"active medication: {label}")
-
-
-def _other_meds(ctx: Context):
-    return [pm for pm in ctx.patient.meds if pm.med.ref != ctx.order.ref]
-
-
 def check_interactions(ctx: Context) -> Iterator[Finding]:
     if ctx.drug is None:
         return
+    by_ing = ctx.patient.meds_by_ingredient
     seen: set[tuple[str, str]] = set()
-    for pm in _other_meds(ctx):
-        for ing in ctx.drug.ingredients:
-            for other in pm.ingredients:
-                if other == ing:
+    for ing in ctx.drug.ingredients:
+        partners = ctx.kb.partners.get(ing)
+        if not partners:
+            continue
+        for other, meds in by_ing.items():
+            rules = partners.get(other)
+            if not rules or other == ing:
+                continue
+            for pm in meds:
+                if pm.med.ref == ctx.order.ref:
                     continue
-                for rule in ctx.kb.interactions.get((min(ing, other), max(ing, other)), ()):
+                for rule in rules:
                     key = (rule.iri, pm.med.ref)
                     if key in seen:
                         continue
@@ -36,35 +34,38 @@ def check_interactions(ctx: Context) -> Iterator[Finding]:
                     onc = " (ONC high-priority)" if rule.onc else ""
                     msg = (f"{ctx.name(ing)} + {ctx.name(other)} ({rule.severity}{onc}): {rule.effect}"
                            + (f" {rule.management}" if rule.management else ""))
-                    yield Finding("drug-drug", _SEVERITY.get(rule.severity, "warn"), msg,
-                                  (_med_evidence(pm, ctx), ctx.fact(rule)), "medicationCodeableConcept")
+                    yield ctx.finding("drug-drug", _SEVERITY.get(rule.severity, "warn"), msg,
+                                      (pm.evidence, ctx.fact(rule)), "medicationCodeableConcept")
     for m in ctx.patient.unresolved_meds:
         if m.ref == ctx.order.ref:
             continue
         label = m.text or next((c.display for c in m.codes if c.display), "unnamed")
-        yield Finding("drug-drug", "info",
-                      f"Active medication '{label}' is not in the knowledge base; interactions with it were not checked.",
-                      (Evidence("fhir", m.ref, f"active medication: {label}"),))
+        yield ctx.finding("drug-drug", "info",
+                          f"Active medication '{label}' is not in the knowledge base; interactions with it were not "
+                          "checked.", (Evidence("fhir", m.ref, f"active medication: {label}"),))
 
 
 def check_duplicates(ctx: Context) -> Iterator[Finding]:
     if ctx.drug is None:
         return
-    kb = ctx.kb
-    for pm in _other_meds(ctx):
-        for ing in ctx.drug.ingredients:
-            if ing in pm.ingredients:
-                yield Finding("duplicate-therapy", "warn",
-                              f"{ctx.name(ing)} is already active for this patient.",
-                              (_med_evidence(pm, ctx),), "medicationCodeableConcept")
-                break
-            groups = sorted(c for c in kb.ingredients[ing].classes
-                            if c in kb.classes and kb.classes[c].duplicate_group
-                            and (pm.ingredients & kb.classes[c].members) - {ing})
-            if groups:
-                g = kb.classes[groups[-1]]
-                yield Finding("duplicate-therapy", "warn",
-                              f"{ctx.name(ing)} duplicates an active {g.label} ({', '.join(ctx.name(x) for x in sorted(pm.ingredients & g.members))}).",
-                              (_med_evidence(pm, ctx), Evidence("ontology", g.id, f"duplicate-therapy group: {g.label}", g.sources)),
-                              "medicationCodeableConcept")
-                break
+    kb, p = ctx.kb, ctx.patient
+    reported: set[str] = set()
+    for ing in ctx.drug.ingredients:
+        for pm in p.meds_by_ingredient.get(ing, ()):
+            if pm.med.ref == ctx.order.ref or pm.med.ref in reported:
+                continue
+            reported.add(pm.med.ref)
+            yield ctx.finding("duplicate-therapy", "warn", f"{ctx.name(ing)} is already active for this patient.",
+                              (pm.evidence,), "medicationCodeableConcept")
+        # the most specific duplicate-therapy class the order shares with each other active medication
+        for gid in sorted(kb.duplicate_groups.get(ing, ()), key=lambda c: len(kb.classes[c].members)):
+            g = kb.classes[gid]
+            for pm in p.meds_by_duplicate_group.get(gid, ()):
+                if pm.med.ref == ctx.order.ref or pm.med.ref in reported or ing in pm.ingredients:
+                    continue
+                reported.add(pm.med.ref)
+                names = ", ".join(ctx.name(x) for x in sorted(pm.ingredients & g.members))
+                yield ctx.finding("duplicate-therapy", "warn",
+                                  f"{ctx.name(ing)} duplicates an active {g.label} ({names}).",
+                                  (pm.evidence, Evidence("ontology", g.id, f"duplicate-therapy group: {g.label}",
+                                                               g.sources)), "medicationCodeableConcept")
