@@ -154,6 +154,9 @@ class Knowledge:
     monitoring_loincs: frozenset[str] = frozenset()
     stats: dict[str, int] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return f"Knowledge(version={self.version[:12]!r}, {self.stats})"
+
     def rules(self, kind: str, ingredient: str) -> tuple[Rule, ...]:
         return self.by_ingredient.get(kind, {}).get(ingredient, ())
 
