@@ -286,7 +286,9 @@ _CM = {"cm": 1.0, "m": 100.0, "[in_i]": 2.54, "in": 2.54}
 def build_facts(rec: PatientRecord, as_of: date, st: Staleness) -> PatientFacts:
     p = rec.patient
     birth = parse_date(p.get("birthDate"))
-    deceased = bool(p.get("deceasedBoolean")) or bool(p.get("deceasedDateTime"))
+    # Deceased as of the date we reason at: replaying a record to a date before the death sees a living patient.
+    died = parse_date(p.get("deceasedDateTime"))
+    deceased = bool(p.get("deceasedBoolean")) or (died is not None and died <= as_of)
     facts = PatientFacts(patient_ref=rec.patient_ref, as_of=as_of, birth_date=birth, sex=p.get("gender"),
                          deceased=deceased)
     age = facts.age_years

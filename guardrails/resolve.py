@@ -40,7 +40,8 @@ _NUMBERING = re.compile(r"#\s*\d+|\bno\.?\s*\d+\b", re.IGNORECASE)
 # Dose-form words that free-text orders append to a name ("Tylenol with Codeine #3 tablet").
 _FORM_WORDS = re.compile(
     r"\b(?:oral|tablets?|tabs?|capsules?|caps?|solution|suspension|syrup|liquid|elixir|injection|injectable|"
-    r"chewable|extended[- ]release|delayed[- ]release|immediate[- ]release)\b", re.IGNORECASE)
+    r"chewable|extended[- ]release|delayed[- ]release|immediate[- ]release)\b"
+    r"|\b\d+(?:\.\d+)?\s*(?:mg|mcg|ug|g|ml|meq|units?)\b", re.IGNORECASE)  # "Lasix 40mg"
 
 
 def _names_list(text: str, kb: Knowledge) -> tuple[list[str], list[str]]:

@@ -122,3 +122,21 @@ def test_knowledge_version_is_the_content_hash_and_cache_round_trips(tmp_path, m
     c = load_knowledge()  # reads the cache
     assert list(tmp_path.glob("knowledge-*.pickle"))
     assert b.stats == c.stats == a.stats and c.version == a.version
+
+
+def test_dose_limits_are_internally_consistent(kb):
+    bad = []
+    for rules in kb.by_ingredient.get("dose", {}).values():
+        for r in set(rules):
+            if r.max_single is not None and r.max_daily is not None and r.max_single > r.max_daily:
+                bad.append(f"{r.iri}: max single {r.max_single} > max daily {r.max_daily}")
+            if r.usual_min_single is not None and r.max_single is not None and r.usual_min_single > r.max_single:
+                bad.append(f"{r.iri}: usual minimum above maximum")
+            if r.max_age is not None and r.max_age <= r.min_age:
+                bad.append(f"{r.iri}: empty age band")
+            if r.max_single_per_kg is not None and r.max_daily_per_kg is not None and r.max_single_per_kg > r.max_daily_per_kg:
+                bad.append(f"{r.iri}: per-kg single above per-kg daily")
+            if all(v is None for v in (r.max_single, r.max_daily, r.max_weekly, r.max_single_per_kg, r.max_daily_per_kg)):
+                bad.append(f"{r.iri}: a dose limit with no limit")
+    assert not bad, bad
+

@@ -153,3 +153,11 @@ def test_resources_referencing_the_patient_by_full_url_are_kept():
     ]}
     f = record_from_bundle(doc).facts(date(2026, 11, 1))
     assert f.weight is not None and f.weight.value == 70
+
+
+def test_deceased_is_relative_to_the_as_of_date():
+    p = {"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1930-01-01",
+         "deceasedDateTime": "2020-05-01T00:00:00Z"}
+    rec = record_from_bundle(bundle(patient=p))
+    assert not rec.facts(date(2019, 1, 1)).deceased
+    assert rec.facts(date(2021, 1, 1)).deceased
