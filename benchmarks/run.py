@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -35,10 +33,50 @@ from guardrails.knowledge import DEFAULT_DIR, compile_knowledge, load_graph, loa
 SHARED = Path(os.environ.get("CLINAGENT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 # 20 active medications of an elderly polypharmacy patient (RxNorm SCD codes present in products.ttl).
-ACTIVE = ["855332", "314076", "197361", "310798", "861007", "617314", "200801", "198211", "312961", "311372",
-          "197884", "313782", "1049221", "310965", "308136", "197591", "866924", "1116635", "198013", "849574"]
-ORDERS = ["308182", "197806", "313782", "308460", "197361", "310798", "197319", "1049221", "311989", "198211",
-          "855332", "866924", "1116635", "309362", "200064", "314076", "849574", "197884", "862019", "198013"]
+ACTIVE = [
+    "855332",
+    "314076",
+    "197361",
+    "310798",
+    "861007",
+    "617314",
+    "200801",
+    "198211",
+    "312961",
+    "311372",
+    "197884",
+    "313782",
+    "1049221",
+    "310965",
+    "308136",
+    "197591",
+    "866924",
+    "1116635",
+    "198013",
+    "849574",
+]
+ORDERS = [
+    "308182",
+    "197806",
+    "313782",
+    "308460",
+    "197361",
+    "310798",
+    "197319",
+    "1049221",
+    "311989",
+    "198211",
+    "855332",
+    "866924",
+    "1116635",
+    "309362",
+    "200064",
+    "314076",
+    "849574",
+    "197884",
+    "862019",
+    "198013",
+]
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -52,13 +90,18 @@ def patient(kb) -> PatientFacts:
         name = kb.products[code].name if code in kb.products else ""
         meds.append(ActiveMedication(f"MedicationRequest/m{i}", (Code("rxnorm", code, name),), name))
     return PatientFacts(
-        patient_ref="Patient/bench", as_of=date(2026, 11, 1), birth_date=date(1948, 3, 1), sex="female",
+        patient_ref="Patient/bench",
+        as_of=date(2026, 11, 1),
+        birth_date=date(1948, 3, 1),
+        sex="female",
         weight=Measured(68, "kg", date(2026, 10, 1), "Observation/w"),
         egfr=Measured(48, "mL/min/1.73m2", date(2026, 10, 1), "Observation/e", method="reported"),
         crcl=Measured(41, "mL/min", date(2026, 10, 1), "Observation/c", method="Cockcroft-Gault"),
         labs={"6298-4": Measured(4.6, "mmol/L", date(2026, 10, 25), "Observation/k", code="6298-4")},
-        allergies=(Allergy("AllergyIntolerance/a1", (Code("rxnorm", "10831", "Sulfamethoxazole / Trimethoprim"),)),
-                   Allergy("AllergyIntolerance/a2", (Code("rxnorm", "7984", "Penicillin V"),))),
+        allergies=(
+            Allergy("AllergyIntolerance/a1", (Code("rxnorm", "10831", "Sulfamethoxazole / Trimethoprim"),)),
+            Allergy("AllergyIntolerance/a2", (Code("rxnorm", "7984", "Penicillin V"),)),
+        ),
         medications=tuple(meds),
     )
 
@@ -67,8 +110,18 @@ def orders(kb) -> list[MedicationOrder]:
     out = []
     for i, code in enumerate(ORDERS):
         name = kb.products[code].name if code in kb.products else ""
-        out.append(MedicationOrder(f"MedicationRequest/o{i}", (Code("rxnorm", code, name),), name, Dose(1, ""),
-                                   frequency=2, period=1, period_unit="d", route=Code("snomed", "26643006", "oral")))
+        out.append(
+            MedicationOrder(
+                f"MedicationRequest/o{i}",
+                (Code("rxnorm", code, name),),
+                name,
+                Dose(1, ""),
+                frequency=2,
+                period=1,
+                period_unit="d",
+                route=Code("snomed", "26643006", "oral"),
+            )
+        )
     return out
 
 
@@ -79,12 +132,18 @@ def bench_knowledge(n: int) -> dict:
         compile_knowledge(DEFAULT_DIR)
         compile_times.append(time.perf_counter() - t)
     with tempfile.TemporaryDirectory() as d:
-        code = ("import time,os; t=time.perf_counter(); from guardrails import load_knowledge; "
-                "load_knowledge(); print(time.perf_counter()-t)")
+        code = (
+            "import time,os; t=time.perf_counter(); from guardrails import load_knowledge; "
+            "load_knowledge(); print(time.perf_counter()-t)"
+        )
         env = {**os.environ, "CLINAGENT_CACHE": d}
         subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)  # writes the cache
-        cached = [float(subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
-                                       text=True).stdout) for _ in range(n)]
+        cached = [
+            float(
+                subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
+            )
+            for _ in range(n)
+        ]
     return {"compile_median_s": statistics.median(compile_times), "cached_load_median_s": statistics.median(cached)}
 
 
@@ -123,11 +182,20 @@ def bench_gate(kb, reps: int, baseline_reps: int) -> dict:
             sparql_baseline.check(g, o.codes[0].code, meds, allergens)
             btimes.append((time.perf_counter_ns() - t0) / 1000)
     med, bmed = statistics.median(times), statistics.median(btimes)
-    return {"orders": len(ords), "active_meds": len(ACTIVE), "unresolved_codes": unresolved,
-            "per_patient_prepare_ms": prepare_s * 1000,
-            "gate_median_us": med, "gate_p99_us": pct(times, 99), "gate_samples": len(times),
-            "sparql_median_us": bmed, "sparql_p99_us": pct(btimes, 99), "sparql_samples": len(btimes),
-            "speedup_median": bmed / med, "agreement_mismatches": disagree}
+    return {
+        "orders": len(ords),
+        "active_meds": len(ACTIVE),
+        "unresolved_codes": unresolved,
+        "per_patient_prepare_ms": prepare_s * 1000,
+        "gate_median_us": med,
+        "gate_p99_us": pct(times, 99),
+        "gate_samples": len(times),
+        "sparql_median_us": bmed,
+        "sparql_p99_us": pct(btimes, 99),
+        "sparql_samples": len(btimes),
+        "speedup_median": bmed / med,
+        "agreement_mismatches": disagree,
+    }
 
 
 def bench_records(n: int) -> dict:
@@ -149,30 +217,54 @@ def bench_records(n: int) -> dict:
             Bundle.model_validate_json(f.read_bytes())
         full.append(time.perf_counter() - t)
     o, fu = statistics.median(ours), statistics.median(full)
-    return {"files": len(files), "mb": mb, "record_mb_per_s": mb / o, "full_validation_mb_per_s": mb / fu,
-            "ratio": fu / o}
+    return {
+        "files": len(files),
+        "mb": mb,
+        "record_mb_per_s": mb / o,
+        "full_validation_mb_per_s": mb / fu,
+        "ratio": fu / o,
+    }
 
 
 def bench_process(n: int) -> dict:
     pat = ROOT / "fixtures" / "examples" / "patient.json"
     order = ROOT / "fixtures" / "examples" / "order.json"
-    cmd = [sys.executable, "-m", "clinagent.cli", "check", "--patient", str(pat), "--order", str(order), "--json",
-           "--as-of", "2026-11-01"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "clinagent.cli",
+        "check",
+        "--patient",
+        str(pat),
+        "--order",
+        str(order),
+        "--json",
+        "--as-of",
+        "2026-11-01",
+    ]
 
     def one(env) -> tuple[float, float]:
-        code = ("import resource,subprocess,sys,time,json; t=time.perf_counter(); "
-                f"subprocess.run({cmd!r}, capture_output=True); w=time.perf_counter()-t; "
-                "print(json.dumps([w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024]))")
-        return tuple(json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                               check=True).stdout))
+        code = (
+            "import resource,subprocess,sys,time,json; t=time.perf_counter(); "
+            f"subprocess.run({cmd!r}, capture_output=True); w=time.perf_counter()-t; "
+            "print(json.dumps([w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024]))"
+        )
+        return tuple(
+            json.loads(
+                subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+            )
+        )
 
     with tempfile.TemporaryDirectory() as d:
         env = {**os.environ, "CLINAGENT_CACHE": d}
         cold = one(env)
         warm = [one(env) for _ in range(n)]
-    return {"cold_wall_s": cold[0], "cold_peak_mb": cold[1],
-            "warm_wall_median_s": statistics.median(w for w, _ in warm),
-            "warm_peak_mb_max": max(m for _, m in warm)}
+    return {
+        "cold_wall_s": cold[0],
+        "cold_peak_mb": cold[1],
+        "warm_wall_median_s": statistics.median(w for w, _ in warm),
+        "warm_peak_mb_max": max(m for _, m in warm),
+    }
 
 
 def main() -> int:
@@ -181,28 +273,40 @@ def main() -> int:
     a = ap.parse_args()
     n = 2 if a.quick else 5
     kb = load_knowledge()
-    res = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-           "knowledge_stats": kb.stats,
-           "knowledge": bench_knowledge(n),
-           "gate": bench_gate(kb, 50 if a.quick else 500, 2 if a.quick else 5),
-           "records": bench_records(n),
-           "check_process": bench_process(n)}
+    res = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "knowledge_stats": kb.stats,
+        "knowledge": bench_knowledge(n),
+        "gate": bench_gate(kb, 50 if a.quick else 500, 2 if a.quick else 5),
+        "records": bench_records(n),
+        "check_process": bench_process(n),
+    }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(res, indent=2))
     k, g, r, p = res["knowledge"], res["gate"], res["records"], res["check_process"]
-    print(f"knowledge: compile {k['compile_median_s']:.3f} s (median), cached load {k['cached_load_median_s']:.3f} s "
-          f"({kb.stats['triples']} triples)")
-    print(f"gate ({g['active_meds']} active meds, {g['orders']} orders, {g['gate_samples']} samples): "
-          f"median {g['gate_median_us']:.1f} us, p99 {g['gate_p99_us']:.1f} us")
-    print(f"SPARQL baseline ({g['sparql_samples']} samples): median {g['sparql_median_us']:.0f} us, "
-          f"p99 {g['sparql_p99_us']:.0f} us -> compiled is {g['speedup_median']:.0f}x faster (median); "
-          f"interaction agreement mismatches: {len(g['agreement_mismatches'])}")
+    print(
+        f"knowledge: compile {k['compile_median_s']:.3f} s (median), cached load {k['cached_load_median_s']:.3f} s "
+        f"({kb.stats['triples']} triples)"
+    )
+    print(
+        f"gate ({g['active_meds']} active meds, {g['orders']} orders, {g['gate_samples']} samples): "
+        f"median {g['gate_median_us']:.1f} us, p99 {g['gate_p99_us']:.1f} us"
+    )
+    print(
+        f"SPARQL baseline ({g['sparql_samples']} samples): median {g['sparql_median_us']:.0f} us, "
+        f"p99 {g['sparql_p99_us']:.0f} us -> compiled is {g['speedup_median']:.0f}x faster (median); "
+        f"interaction agreement mismatches: {len(g['agreement_mismatches'])}"
+    )
     if "skipped" not in r:
-        print(f"records: {r['files']} Synthea bundles, {r['mb']:.1f} MB: clinagent.record {r['record_mb_per_s']:.1f} MB/s, "
-              f"full fhir.resources validation {r['full_validation_mb_per_s']:.1f} MB/s ({r['ratio']:.1f}x)")
-    print(f"clinagent check process: warm {p['warm_wall_median_s']:.2f} s (median), peak {p['warm_peak_mb_max']:.0f} MB; "
-          f"cold cache {p['cold_wall_s']:.2f} s, {p['cold_peak_mb']:.0f} MB")
+        print(
+            f"records: {r['files']} Synthea bundles, {r['mb']:.1f} MB: clinagent.record {r['record_mb_per_s']:.1f} MB/s, "
+            f"full fhir.resources validation {r['full_validation_mb_per_s']:.1f} MB/s ({r['ratio']:.1f}x)"
+        )
+    print(
+        f"clinagent check process: warm {p['warm_wall_median_s']:.2f} s (median), peak {p['warm_peak_mb_max']:.0f} MB; "
+        f"cold cache {p['cold_wall_s']:.2f} s, {p['cold_peak_mb']:.0f} MB"
+    )
     return 0
 
 

@@ -14,36 +14,50 @@ from rdflib.plugins.sparql import prepareQuery
 CA = Namespace("https://w3id.org/clinagent/ont#")
 NS = {"ca": CA, "rdfs": RDFS}
 
-RESOLVE = prepareQuery("""
+RESOLVE = prepareQuery(
+    """
 SELECT ?ing WHERE {
   { ?p ca:rxcui ?code ; a ca:Product ; ca:component/ca:ingredient ?ing . }
   UNION { ?ing a ca:Ingredient ; ca:rxcui ?code . }
-}""", initNs=NS)
+}""",
+    initNs=NS,
+)
 
-INTERACTION = prepareQuery("""
+INTERACTION = prepareQuery(
+    """
 SELECT DISTINCT ?i WHERE {
   ?i a ca:Interaction ; ca:agentA ?x ; ca:agentB ?y .
   { ?a (ca:memberOf/rdfs:subClassOf*)? ?x . ?b (ca:memberOf/rdfs:subClassOf*)? ?y . }
   UNION
   { ?b (ca:memberOf/rdfs:subClassOf*)? ?x . ?a (ca:memberOf/rdfs:subClassOf*)? ?y . }
-}""", initNs=NS)
+}""",
+    initNs=NS,
+)
 
-RULES = prepareQuery("""
+RULES = prepareQuery(
+    """
 SELECT DISTINCT ?r WHERE {
   ?r a ?kind ; ca:appliesTo ?c .
   VALUES ?kind { ca:RenalRule ca:AgeRule ca:Contraindication ca:PregnancyRule ca:LabRule ca:MonitoringRule }
   ?ing (ca:memberOf/rdfs:subClassOf*)? ?c .
-}""", initNs=NS)
+}""",
+    initNs=NS,
+)
 
 DOSE = prepareQuery("SELECT ?r WHERE { ?r a ca:DoseLimit ; ca:drug ?ing . }", initNs=NS)
 
-ALLERGY_GROUP = prepareQuery("""
+ALLERGY_GROUP = prepareQuery(
+    """
 ASK { ?a ca:memberOf/rdfs:subClassOf* ?g . ?b ca:memberOf/rdfs:subClassOf* ?g . ?g ca:allergyGroup true . }""",
-                             initNs=NS)
+    initNs=NS,
+)
 
-DUPLICATE = prepareQuery("""
+DUPLICATE = prepareQuery(
+    """
 ASK { ?a ca:memberOf/rdfs:subClassOf* ?g . ?b ca:memberOf/rdfs:subClassOf* ?g . ?g ca:duplicateGroup true .
-      FILTER(?a != ?b) }""", initNs=NS)
+      FILTER(?a != ?b) }""",
+    initNs=NS,
+)
 
 
 def resolve(g, rxcui: str) -> list[URIRef]:
@@ -52,7 +66,13 @@ def resolve(g, rxcui: str) -> list[URIRef]:
 
 def check(g, order_rxcui: str, med_rxcuis: list[str], allergen_rxcuis: list[str]) -> dict[str, set[str]]:
     """The facts that fire for one order: interactions, per-ingredient rules, dose limits, allergy and duplicates."""
-    out: dict[str, set[str]] = {"interaction": set(), "rules": set(), "dose": set(), "allergy": set(), "duplicate": set()}
+    out: dict[str, set[str]] = {
+        "interaction": set(),
+        "rules": set(),
+        "dose": set(),
+        "allergy": set(),
+        "duplicate": set(),
+    }
     ings = resolve(g, order_rxcui)
     meds = [resolve(g, m) for m in med_rxcuis]
     allergens = [resolve(g, a) for a in allergen_rxcuis]

@@ -7,6 +7,13 @@ from .errors import ClinAgentError, ConfigError, RecordError
 from .record import PatientRecord, Staleness, load_orders, load_record, parse_order, record_from_bundle
 
 __all__ = [
-    "ClinAgentError", "ConfigError", "PatientRecord", "RecordError", "Staleness", "load_orders", "load_record",
-    "parse_order", "record_from_bundle",
+    "ClinAgentError",
+    "ConfigError",
+    "PatientRecord",
+    "RecordError",
+    "Staleness",
+    "load_orders",
+    "load_record",
+    "parse_order",
+    "record_from_bundle",
 ]

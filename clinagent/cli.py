@@ -35,7 +35,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         payload = verdicts[0].as_dict() if single else [v.as_dict() for v in verdicts]
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
-        for (res, _), v in zip(orders, verdicts):
+        for (res, _), v in zip(orders, verdicts, strict=True):
             _print_verdict(res, v, facts)
     return EXIT_OK if all(v.allowed for v in verdicts) else EXIT_BLOCKED
 
@@ -74,7 +74,9 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="clinagent", description="Clinical decision support behind deterministic safety gates.")
+    p = argparse.ArgumentParser(
+        prog="clinagent", description="Clinical decision support behind deterministic safety gates."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="screen medication orders for one patient with the safety gates")
     c.add_argument("--patient", required=True, help="FHIR R4 Bundle (JSON) or NDJSON file/directory")

@@ -47,9 +47,18 @@ def load_cases(directory: str | Path) -> list[Case]:
     for p in sorted((d / "cases").glob("*.json")):
         try:
             raw = json.loads(p.read_text())
-            cases.append(Case(p.stem, raw["category"], raw["kind"], raw.get("description", ""),
-                              d / "patients" / f"{raw['patient']}.json", date.fromisoformat(raw["as_of"]),
-                              raw["order"], raw["expected"]))
+            cases.append(
+                Case(
+                    p.stem,
+                    raw["category"],
+                    raw["kind"],
+                    raw.get("description", ""),
+                    d / "patients" / f"{raw['patient']}.json",
+                    date.fromisoformat(raw["as_of"]),
+                    raw["order"],
+                    raw["expected"],
+                )
+            )
         except (KeyError, ValueError, TypeError) as e:
             raise RecordError(f"malformed case: {e}", where=str(p)) from None
     return cases
@@ -98,9 +107,13 @@ def summarize(results: list[CaseResult]) -> dict:
     nuisance = sum(c["nuisance"] for c in cats.values())
     blocked = sum(c["nuisance_blocked"] for c in cats.values())
     return {
-        "cases": len(results), "passed": sum(r.passed for r in results),
-        "dangerous": dangerous, "caught": caught, "detection": caught / dangerous if dangerous else 1.0,
-        "nuisance": nuisance, "nuisance_blocked": blocked,
+        "cases": len(results),
+        "passed": sum(r.passed for r in results),
+        "dangerous": dangerous,
+        "caught": caught,
+        "detection": caught / dangerous if dangerous else 1.0,
+        "nuisance": nuisance,
+        "nuisance_blocked": blocked,
         "nuisance_false_alert_rate": blocked / nuisance if nuisance else 0.0,
         "categories": dict(sorted(cats.items())),
     }
@@ -110,6 +123,8 @@ def format_summary(s: dict) -> str:
     lines = [f"{'category':20} {'dangerous':>9} {'caught':>6} {'nuisance':>8} {'blocked':>7}"]
     for name, c in s["categories"].items():
         lines.append(f"{name:20} {c['dangerous']:9d} {c['caught']:6d} {c['nuisance']:8d} {c['nuisance_blocked']:7d}")
-    lines.append(f"detection {s['caught']}/{s['dangerous']} = {s['detection']:.1%}; nuisance blocked "
-                 f"{s['nuisance_blocked']}/{s['nuisance']} = {s['nuisance_false_alert_rate']:.1%}")
+    lines.append(
+        f"detection {s['caught']}/{s['dangerous']} = {s['detection']:.1%}; nuisance blocked "
+        f"{s['nuisance_blocked']}/{s['nuisance']} = {s['nuisance_false_alert_rate']:.1%}"
+    )
     return "\n".join(lines)

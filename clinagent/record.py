@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from guardrails.sources import (ActiveMedication, Allergy, Code, Condition, Dose, Measured, MedicationOrder,
-                                PatientFacts)
+from guardrails.sources import ActiveMedication, Allergy, Code, Condition, Dose, Measured, MedicationOrder, PatientFacts
 
 from .errors import RecordError
 
@@ -31,22 +30,41 @@ PREGNANCY_STATUS = "82810-3"
 PREGNANT_CODES = frozenset({"77386006", "72892002"})
 #: Labs kept by LOINC for the lab and monitoring rules (with the unit they are stored in).
 LABS = {
-    "6298-4": "mmol/L", "2823-3": "mmol/L",  # potassium
-    "6301-6": "{INR}", "34714-6": "{INR}",  # INR
-    "2951-2": "mmol/L", "2947-0": "mmol/L",  # sodium
-    "1742-6": "U/L", "1920-8": "U/L",  # ALT, AST
-    "777-3": "10*3/uL", "26515-7": "10*3/uL",  # platelets
+    "6298-4": "mmol/L",
+    "2823-3": "mmol/L",  # potassium
+    "6301-6": "{INR}",
+    "34714-6": "{INR}",  # INR
+    "2951-2": "mmol/L",
+    "2947-0": "mmol/L",  # sodium
+    "1742-6": "U/L",
+    "1920-8": "U/L",  # ALT, AST
+    "777-3": "10*3/uL",
+    "26515-7": "10*3/uL",  # platelets
     "3016-3": "m[IU]/L",  # TSH
     "4548-4": "%",  # HbA1c
     "14334-7": "mmol/L",  # lithium
     "10535-3": "ng/mL",  # digoxin
-    "2160-0": "mg/dL", "38483-4": "mg/dL",
-    "33914-3": "mL/min/{1.73_m2}", "62238-1": "mL/min/{1.73_m2}", "48642-3": "mL/min/{1.73_m2}",
-    "48643-1": "mL/min/{1.73_m2}", "98979-8": "mL/min/{1.73_m2}", "69405-9": "mL/min/{1.73_m2}",
+    "2160-0": "mg/dL",
+    "38483-4": "mg/dL",
+    "33914-3": "mL/min/{1.73_m2}",
+    "62238-1": "mL/min/{1.73_m2}",
+    "48642-3": "mL/min/{1.73_m2}",
+    "48643-1": "mL/min/{1.73_m2}",
+    "98979-8": "mL/min/{1.73_m2}",
+    "69405-9": "mL/min/{1.73_m2}",
 }
 USED_LOINC = frozenset(LABS) | frozenset(WEIGHT) | frozenset(HEIGHT) | {PREGNANCY_STATUS}
-USED_TYPES = frozenset({"Patient", "Observation", "Condition", "AllergyIntolerance", "MedicationRequest",
-                        "MedicationStatement", "Medication"})
+USED_TYPES = frozenset(
+    {
+        "Patient",
+        "Observation",
+        "Condition",
+        "AllergyIntolerance",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Medication",
+    }
+)
 CREATININE_UMOL_PER_MGDL = 88.42  # 1 mg/dL creatinine = 88.42 umol/L (molar mass 113.12 g/mol)
 
 
@@ -103,8 +121,17 @@ def _entries(doc: Any, where: str) -> list[tuple[str, dict, str]]:
     if doc["resourceType"] != "Bundle":
         return [("", doc, "")]
     btype = doc.get("type")
-    if btype not in ("collection", "transaction", "searchset", "batch", "document", "message", "transaction-response",
-                     "batch-response", "history"):
+    if btype not in (
+        "collection",
+        "transaction",
+        "searchset",
+        "batch",
+        "document",
+        "message",
+        "transaction-response",
+        "batch-response",
+        "history",
+    ):
         raise RecordError(f"unsupported Bundle.type {btype!r}", where=where, field="/type")
     out = []
     for i, e in enumerate(doc.get("entry") or []):
@@ -129,8 +156,9 @@ def _validate(resource: dict, where: str, pointer: str):
         err = e.errors()[0]
         loc = "/".join(str(x) for x in err["loc"] if x not in ("function-after[validate_root()]",))
         rid = resource.get("id", "?")
-        raise RecordError(f"{resource['resourceType']}/{rid}: {err['msg']}", where=where,
-                          field=f"{pointer}/{loc}" if loc else pointer) from None
+        raise RecordError(
+            f"{resource['resourceType']}/{rid}: {err['msg']}", where=where, field=f"{pointer}/{loc}" if loc else pointer
+        ) from None
 
 
 # ---- small readers of FHIR JSON ------------------------------------------------------------------------------
@@ -139,8 +167,11 @@ def _validate(resource: dict, where: str, pointer: str):
 def codes_of(cc: dict | None) -> tuple[Code, ...]:
     if not cc:
         return ()
-    return tuple(Code(SYSTEMS.get(c.get("system", ""), c.get("system", "")), str(c.get("code", "")), c.get("display", ""))
-                 for c in cc.get("coding") or [] if c.get("code"))
+    return tuple(
+        Code(SYSTEMS.get(c.get("system", ""), c.get("system", "")), str(c.get("code", "")), c.get("display", ""))
+        for c in cc.get("coding") or []
+        if c.get("code")
+    )
 
 
 def _status(cc: dict | None) -> str:
@@ -161,7 +192,7 @@ def parse_date(value: str | None) -> date | None:
         if len(value) == 10:
             return date.fromisoformat(value)
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return dt.astimezone(timezone.utc).date() if dt.tzinfo else dt.date()
+        return dt.astimezone(UTC).date() if dt.tzinfo else dt.date()
     except ValueError:
         return None
 
@@ -196,7 +227,7 @@ class PatientRecord:
         return self.by_ref.get(reference)
 
     def facts(self, as_of: date | None = None, staleness: Staleness = Staleness()) -> PatientFacts:
-        return build_facts(self, as_of or datetime.now(timezone.utc).date(), staleness)
+        return build_facts(self, as_of or datetime.now(UTC).date(), staleness)
 
 
 def load_record(path: str | Path, patient_id: str | None = None) -> PatientRecord:
@@ -222,7 +253,9 @@ def record_from_bundle(doc: Any, where: str = "<bundle>", patient_id: str | None
     return record_from_resources(_entries(doc, where), where, patient_id)
 
 
-def record_from_resources(items: list[tuple[str, dict, str]], where: str, patient_id: str | None = None) -> PatientRecord:
+def record_from_resources(
+    items: list[tuple[str, dict, str]], where: str, patient_id: str | None = None
+) -> PatientRecord:
     patients = [r for _, r, _ in items if r.get("resourceType") == "Patient"]
     if patient_id:
         patients = [r for r in patients if r.get("id") == patient_id]
@@ -230,7 +263,9 @@ def record_from_resources(items: list[tuple[str, dict, str]], where: str, patien
         raise RecordError("no Patient resource" + (f" with id {patient_id}" if patient_id else ""), where=where)
     if len(patients) > 1:
         ids = ", ".join(str(r.get("id")) for r in patients[:5])
-        raise RecordError(f"{len(patients)} patients in the input ({ids}...); choose one with a patient id", where=where)
+        raise RecordError(
+            f"{len(patients)} patients in the input ({ids}...); choose one with a patient id", where=where
+        )
     patient = patients[0]
     pid = patient.get("id")
     # Every way a resource may point at this patient: Patient/<id> (relative or absolute) or the entry's fullUrl.
@@ -241,8 +276,11 @@ def record_from_resources(items: list[tuple[str, dict, str]], where: str, patien
         if rtype not in USED_TYPES:
             continue
         subj = (r.get("subject") or r.get("patient") or {}).get("reference", "")
-        if rtype not in ("Patient", "Medication") and subj and not (
-                subj in aliases or subj.endswith(f"/Patient/{pid}")):
+        if (
+            rtype not in ("Patient", "Medication")
+            and subj
+            and not (subj in aliases or subj.endswith(f"/Patient/{pid}"))
+        ):
             continue  # another patient's resource in a multi-patient file
         if rtype == "Observation" and not _used_observation(r):
             continue
@@ -289,8 +327,9 @@ def build_facts(rec: PatientRecord, as_of: date, st: Staleness) -> PatientFacts:
     # Deceased as of the date we reason at: replaying a record to a date before the death sees a living patient.
     died = parse_date(p.get("deceasedDateTime"))
     deceased = bool(p.get("deceasedBoolean")) or (died is not None and died <= as_of)
-    facts = PatientFacts(patient_ref=rec.patient_ref, as_of=as_of, birth_date=birth, sex=p.get("gender"),
-                         deceased=deceased)
+    facts = PatientFacts(
+        patient_ref=rec.patient_ref, as_of=as_of, birth_date=birth, sex=p.get("gender"), deceased=deceased
+    )
     age = facts.age_years
     child = age is not None and age < 18
 
@@ -316,36 +355,60 @@ def build_facts(rec: PatientRecord, as_of: date, st: Staleness) -> PatientFacts:
 
     w = newest(WEIGHT)
     if w and (q := _quantity(w[2])) and q[1] in _KG:
-        facts.weight = Measured(round(q[0] * _KG[q[1]], 3), "kg", w[1], rec.ref(w[2]),
-                                stale(w[1], st.child_weight_days if child else st.weight_days), code=w[0])
+        facts.weight = Measured(
+            round(q[0] * _KG[q[1]], 3),
+            "kg",
+            w[1],
+            rec.ref(w[2]),
+            stale(w[1], st.child_weight_days if child else st.weight_days),
+            code=w[0],
+        )
     h = newest(HEIGHT)
     if h and (q := _quantity(h[2])) and q[1] in _CM:
         facts.height = Measured(q[0] * _CM[q[1]], "cm", h[1], rec.ref(h[2]), stale(h[1], st.weight_days), code=h[0])
     cr = newest(CREATININE)
     if cr and (q := _quantity(cr[2])):
         value = q[0] / CREATININE_UMOL_PER_MGDL if q[1].lower() in ("umol/l", "µmol/l") else q[0]
-        facts.creatinine = Measured(round(value, 3), "mg/dL", cr[1], rec.ref(cr[2]), stale(cr[1], st.renal_days),
-                                    code=cr[0])
+        facts.creatinine = Measured(
+            round(value, 3), "mg/dL", cr[1], rec.ref(cr[2]), stale(cr[1], st.renal_days), code=cr[0]
+        )
     eg = newest(EGFR)
     measured = None
     if eg and (q := _quantity(eg[2])):
-        measured = Measured(q[0], "mL/min/1.73m2", eg[1], rec.ref(eg[2]), stale(eg[1], st.renal_days),
-                            f"reported eGFR, LOINC {eg[0]}", eg[0])
+        measured = Measured(
+            q[0],
+            "mL/min/1.73m2",
+            eg[1],
+            rec.ref(eg[2]),
+            stale(eg[1], st.renal_days),
+            f"reported eGFR, LOINC {eg[0]}",
+            eg[0],
+        )
     computed = None
     if facts.creatinine and age is not None and age >= 18 and facts.sex in ("male", "female"):
-        computed = Measured(round(ckd_epi_2021(facts.creatinine.value, age, facts.sex), 1), "mL/min/1.73m2",
-                            facts.creatinine.when, facts.creatinine.ref, facts.creatinine.stale,
-                            f"CKD-EPI 2021 from creatinine {facts.creatinine.value:g} mg/dL")
+        computed = Measured(
+            round(ckd_epi_2021(facts.creatinine.value, age, facts.sex), 1),
+            "mL/min/1.73m2",
+            facts.creatinine.when,
+            facts.creatinine.ref,
+            facts.creatinine.stale,
+            f"CKD-EPI 2021 from creatinine {facts.creatinine.value:g} mg/dL",
+        )
     # The newer of a reported eGFR and one computed from creatinine is used.
     facts.egfr = measured
     if computed and (measured is None or (computed.when and measured.when and computed.when > measured.when)):
         facts.egfr = computed
     if facts.creatinine and facts.weight and age is not None and age >= 18 and facts.sex in ("male", "female"):
         crcl = cockcroft_gault(facts.creatinine.value, age, facts.weight.value, facts.sex)
-        facts.crcl = Measured(round(crcl, 1), "mL/min", facts.creatinine.when, facts.creatinine.ref,
-                              facts.creatinine.stale or facts.weight.stale,
-                              f"Cockcroft-Gault from creatinine {facts.creatinine.value:g} mg/dL and weight "
-                              f"{facts.weight.value:g} kg ({facts.weight.ref})")
+        facts.crcl = Measured(
+            round(crcl, 1),
+            "mL/min",
+            facts.creatinine.when,
+            facts.creatinine.ref,
+            facts.creatinine.stale or facts.weight.stale,
+            f"Cockcroft-Gault from creatinine {facts.creatinine.value:g} mg/dL and weight "
+            f"{facts.weight.value:g} kg ({facts.weight.ref})",
+        )
     for code, unit in LABS.items():
         if code in latest and (q := _quantity(latest[code][1])):
             when, o = latest[code]
@@ -380,8 +443,16 @@ def build_facts(rec: PatientRecord, as_of: date, st: Staleness) -> PatientFacts:
         if ver in ("refuted", "entered-in-error") or clin in ("inactive", "resolved"):
             continue
         code = a.get("code") or {}
-        allergies.append(Allergy(rec.ref(a), codes_of(code), code.get("text", ""), a.get("criticality", ""), ver,
-                                 tuple(a.get("category") or ())))
+        allergies.append(
+            Allergy(
+                rec.ref(a),
+                codes_of(code),
+                code.get("text", ""),
+                a.get("criticality", ""),
+                ver,
+                tuple(a.get("category") or ()),
+            )
+        )
     facts.allergies = tuple(allergies)
 
     meds = []
@@ -417,7 +488,7 @@ def ckd_epi_2021(scr_mg_dl: float, age: float, sex: str) -> float:
     female = sex == "female"
     kappa, alpha = (0.7, -0.241) if female else (0.9, -0.302)
     ratio = scr_mg_dl / kappa
-    egfr = 142 * min(ratio, 1.0) ** alpha * max(ratio, 1.0) ** -1.200 * 0.9938 ** age
+    egfr = 142 * min(ratio, 1.0) ** alpha * max(ratio, 1.0) ** -1.200 * 0.9938**age
     return egfr * 1.012 if female else egfr
 
 
@@ -437,15 +508,20 @@ def load_orders(path: str | Path) -> list[tuple[dict, MedicationOrder]]:
     out = []
     for _, r, pointer in items:
         if r.get("resourceType") != "MedicationRequest":
-            raise RecordError(f"expected MedicationRequest, found {r.get('resourceType')}", where=str(p),
-                              field=pointer or "/resourceType")
+            raise RecordError(
+                f"expected MedicationRequest, found {r.get('resourceType')}",
+                where=str(p),
+                field=pointer or "/resourceType",
+            )
         out.append((r, parse_order(r, str(p), pointer)))
     if not out:
         raise RecordError("no MedicationRequest in the order file", where=str(p))
     return out
 
 
-def parse_order(r: dict, where: str = "<order>", pointer: str = "", rec: PatientRecord | None = None) -> MedicationOrder:
+def parse_order(
+    r: dict, where: str = "<order>", pointer: str = "", rec: PatientRecord | None = None
+) -> MedicationOrder:
     """A MedicationRequest (validated with R4B) reduced to the fields the gates check."""
     _validate(r, where, pointer)
     codes, text = medication_codes(r, rec)
@@ -458,19 +534,23 @@ def parse_order(r: dict, where: str = "<order>", pointer: str = "", rec: Patient
             if q.get("value") is None:
                 problems.append("doseQuantity has no value")
                 break
-            unit = q.get("code") if q.get("system") == UCUM_URI and q.get("code") else (q.get("unit") or q.get("code") or "")
+            unit = (
+                q.get("code")
+                if q.get("system") == UCUM_URI and q.get("code")
+                else (q.get("unit") or q.get("code") or "")
+            )
             dose = Dose(float(q["value"]), unit)
             break
         if dr.get("doseRange"):
-            hi = (dr["doseRange"].get("high") or {})
-            lo = (dr["doseRange"].get("low") or {})
+            hi = dr["doseRange"].get("high") or {}
+            lo = dr["doseRange"].get("low") or {}
             q = hi if hi.get("value") is not None else lo
             if q.get("value") is None:
                 problems.append("doseRange has no values")
                 break
             dose = Dose(float(q["value"]), q.get("code") or q.get("unit") or "", float(q["value"]))
             break
-    rep = ((di.get("timing") or {}).get("repeat") or {})
+    rep = (di.get("timing") or {}).get("repeat") or {}
     freq = rep.get("frequencyMax", rep.get("frequency"))
     period = rep.get("period")
     tcode = None
@@ -494,8 +574,17 @@ def parse_order(r: dict, where: str = "<order>", pointer: str = "", rec: Patient
             max_days = float(den["value"]) * days
     ref = f"MedicationRequest/{r['id']}" if r.get("id") else ""
     return MedicationOrder(
-        ref=ref, codes=codes, text=text, dose=dose, frequency=float(freq) if freq is not None else None,
-        period=float(period) if period is not None else None, period_unit=rep.get("periodUnit"), timing_code=tcode,
-        route=route, as_needed=as_needed, max_per_period=max_dose if max_dose and max_dose.unit == (dose.unit if dose else "") else None,
-        max_per_period_days=max_days, problems=tuple(problems),
+        ref=ref,
+        codes=codes,
+        text=text,
+        dose=dose,
+        frequency=float(freq) if freq is not None else None,
+        period=float(period) if period is not None else None,
+        period_unit=rep.get("periodUnit"),
+        timing_code=tcode,
+        route=route,
+        as_needed=as_needed,
+        max_per_period=max_dose if max_dose and max_dose.unit == (dose.unit if dose else "") else None,
+        max_per_period_days=max_days,
+        problems=tuple(problems),
     )

@@ -5,25 +5,55 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import units
-
 from .findings import Evidence, Finding
 from .knowledge import Knowledge, Rule
 from .resolve import Amount, ResolvedDrug, resolve_concept, resolve_drug
 from .sources import ActiveMedication, Allergy, Condition, MedicationOrder, PatientFacts
 
 ROUTE_CODES = {  # SNOMED CT route of administration -> route name used by the knowledge base
-    "26643006": "oral", "47625008": "intravenous", "78421000": "intramuscular", "34206005": "subcutaneous",
-    "6064005": "topical", "447694001": "inhalation", "18679011000001101": "inhalation", "37161004": "rectal",
-    "16857009": "vaginal", "37839007": "sublingual", "54471007": "buccal", "46713006": "nasal",
-    "54485002": "ophthalmic", "10547007": "otic", "45890007": "transdermal", "372449004": "dental",
+    "26643006": "oral",
+    "47625008": "intravenous",
+    "78421000": "intramuscular",
+    "34206005": "subcutaneous",
+    "6064005": "topical",
+    "447694001": "inhalation",
+    "18679011000001101": "inhalation",
+    "37161004": "rectal",
+    "16857009": "vaginal",
+    "37839007": "sublingual",
+    "54471007": "buccal",
+    "46713006": "nasal",
+    "54485002": "ophthalmic",
+    "10547007": "otic",
+    "45890007": "transdermal",
+    "372449004": "dental",
 }
 ROUTE_WORDS = {
-    "oral": "oral", "po": "oral", "by mouth": "oral", "intravenous": "intravenous", "iv": "intravenous",
-    "intramuscular": "intramuscular", "im": "intramuscular", "subcutaneous": "subcutaneous", "sc": "subcutaneous",
-    "subq": "subcutaneous", "sq": "subcutaneous", "topical": "topical", "inhalation": "inhalation",
-    "respiratory tract route": "inhalation", "inhaled": "inhalation", "rectal": "rectal", "pr": "rectal",
-    "vaginal": "vaginal", "sublingual": "sublingual", "sl": "sublingual", "nasal": "nasal", "ophthalmic": "ophthalmic",
-    "otic": "otic", "transdermal": "transdermal", "buccal": "buccal",
+    "oral": "oral",
+    "po": "oral",
+    "by mouth": "oral",
+    "intravenous": "intravenous",
+    "iv": "intravenous",
+    "intramuscular": "intramuscular",
+    "im": "intramuscular",
+    "subcutaneous": "subcutaneous",
+    "sc": "subcutaneous",
+    "subq": "subcutaneous",
+    "sq": "subcutaneous",
+    "topical": "topical",
+    "inhalation": "inhalation",
+    "respiratory tract route": "inhalation",
+    "inhaled": "inhalation",
+    "rectal": "rectal",
+    "pr": "rectal",
+    "vaginal": "vaginal",
+    "sublingual": "sublingual",
+    "sl": "sublingual",
+    "nasal": "nasal",
+    "ophthalmic": "ophthalmic",
+    "otic": "otic",
+    "transdermal": "transdermal",
+    "buccal": "buccal",
 }
 
 
@@ -75,7 +105,9 @@ def prepare(facts: PatientFacts, kb: Knowledge) -> PreparedPatient:
             unresolved.append(m)
         else:
             label = m.text or next((c.display for c in m.codes if c.display), "")
-            meds.append(PreparedMed(m, frozenset(d.ingredients), Evidence("fhir", m.ref, f"active medication: {label}")))
+            meds.append(
+                PreparedMed(m, frozenset(d.ingredients), Evidence("fhir", m.ref, f"active medication: {label}"))
+            )
     allergies, unmapped = [], []
     for a in facts.allergies:
         r = resolve_concept(a.codes, a.text, kb)
@@ -85,8 +117,9 @@ def prepare(facts: PatientFacts, kb: Knowledge) -> PreparedPatient:
             continue
         label = a.text or next((c.display for c in a.codes if c.display), r[1])
         crit = f", criticality {a.criticality}" if a.criticality else ""
-        allergies.append(PreparedAllergy(a, r[0], r[1], r[2],
-                                         Evidence("fhir", a.ref, f"allergy: {label}{crit} (matched by {r[2]})")))
+        allergies.append(
+            PreparedAllergy(a, r[0], r[1], r[2], Evidence("fhir", a.ref, f"allergy: {label}{crit} (matched by {r[2]})"))
+        )
     conditions: dict[str, Condition] = {}
     for c in facts.conditions:
         for code in c.codes:
@@ -100,8 +133,15 @@ def prepare(facts: PatientFacts, kb: Knowledge) -> PreparedPatient:
             for g in kb.duplicate_groups.get(i, ()):
                 if pm not in by_group.setdefault(g, []):
                     by_group[g].append(pm)
-    prepared = PreparedPatient(tuple(meds), tuple(unresolved), tuple(allergies), tuple(unmapped), conditions,
-                               {k: tuple(v) for k, v in by_ing.items()}, {k: tuple(v) for k, v in by_group.items()})
+    prepared = PreparedPatient(
+        tuple(meds),
+        tuple(unresolved),
+        tuple(allergies),
+        tuple(unmapped),
+        conditions,
+        {k: tuple(v) for k, v in by_ing.items()},
+        {k: tuple(v) for k, v in by_group.items()},
+    )
     facts._cache[key] = prepared
     return prepared
 

@@ -24,17 +24,26 @@ def gate(order: MedicationOrder, facts: PatientFacts, knowledge: Knowledge) -> V
         if drug is not None and order.dose is not None:
             ctx.amounts, ctx.dose_problem = dose_per_ingredient(order.dose, drug, knowledge)
     except Exception as e:  # fail closed: a crash while preparing is a block, never an empty list
-        f = Finding("unverifiable", "block", f"The gate could not prepare this order: {type(e).__name__}: {e}",
-                    rule_id="gate.prepare")
+        f = Finding(
+            "unverifiable",
+            "block",
+            f"The gate could not prepare this order: {type(e).__name__}: {e}",
+            rule_id="gate.prepare",
+        )
         return Verdict(False, (f,), knowledge.version, order.ref, ("gate.prepare",))
     for rule_id, fn in RULES.items():
         ctx.rule_id = rule_id
         try:
             findings.extend(fn(ctx))
         except Exception as e:
-            findings.append(Finding("unverifiable", "block",
-                                    f"Rule {rule_id} failed ({type(e).__name__}: {e}); the order cannot be verified.",
-                                    rule_id=rule_id))
+            findings.append(
+                Finding(
+                    "unverifiable",
+                    "block",
+                    f"Rule {rule_id} failed ({type(e).__name__}: {e}); the order cannot be verified.",
+                    rule_id=rule_id,
+                )
+            )
     ranked = rank(findings)
     allowed = not any(f.severity == "block" for f in ranked)
     return Verdict(allowed, tuple(ranked), knowledge.version, order.ref, _RULE_IDS)

@@ -35,7 +35,7 @@ Sources = tuple[tuple[str, str], ...]
 def compact(iri: str) -> str:
     for ns, p in PREFIXES.items():
         if iri.startswith(ns):
-            return p + iri[len(ns):]
+            return p + iri[len(ns) :]
     return iri
 
 
@@ -122,11 +122,18 @@ class Rule:
             return f"{self.a} + {self.b}: {self.severity}. {self.effect}".strip()
         if self.kind == "dose" and not self.message:
             band = f"age {self.min_age:g}" + (f"-<{self.max_age:g}" if self.max_age is not None else "+")
-            parts = [f"{label} {v:g} {self.dose_unit}{suffix}" for label, v, suffix in (
-                ("max single", self.max_single, ""), ("max daily", self.max_daily, "/day"),
-                ("max weekly", self.max_weekly, "/week"), ("max single", self.max_single_per_kg, "/kg"),
-                ("max daily", self.max_daily_per_kg, "/kg/day"), ("usual min single", self.usual_min_single, ""))
-                if v is not None]
+            parts = [
+                f"{label} {v:g} {self.dose_unit}{suffix}"
+                for label, v, suffix in (
+                    ("max single", self.max_single, ""),
+                    ("max daily", self.max_daily, "/day"),
+                    ("max weekly", self.max_weekly, "/week"),
+                    ("max single", self.max_single_per_kg, "/kg"),
+                    ("max daily", self.max_daily_per_kg, "/kg/day"),
+                    ("usual min single", self.usual_min_single, ""),
+                )
+                if v is not None
+            ]
             route = f", {self.route}" if self.route else ""
             sched = ", dosed weekly" if self.schedule == "weekly" else ""
             return f"dose limit ({band} y{route}{sched}): " + "; ".join(parts)
@@ -329,7 +336,9 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
             members.setdefault(c, set()).add(iid)
         name = str(g.value(s, RDFS.label) or iid.split(":", 1)[1].replace("_", " "))
         rx = str(lit(s, "rxcui", ""))
-        kb.ingredients[iid] = Ingredient(iid, name, rx, frozenset(closure), bool(lit(s, "highAlert", False)), sources(s))
+        kb.ingredients[iid] = Ingredient(
+            iid, name, rx, frozenset(closure), bool(lit(s, "highAlert", False)), sources(s)
+        )
         if rx:
             kb.rxcui_ingredient[rx] = iid
         for n in [name, iid.split(":", 1)[1].replace("_", " "), *lits(s, "synonym"), *lits(s, "brand")]:
@@ -341,8 +350,12 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         cid = compact(str(c))
         label = str(g.value(c, RDFS.label) or cid)
         kb.classes[cid] = DrugClass(
-            cid, label, bool(lit(c, "allergyGroup", False)), bool(lit(c, "duplicateGroup", False)),
-            frozenset(members.get(cid, ())), sources(c),
+            cid,
+            label,
+            bool(lit(c, "allergyGroup", False)),
+            bool(lit(c, "duplicateGroup", False)),
+            frozenset(members.get(cid, ())),
+            sources(c),
         )
         for n in [label, cid.split(":", 1)[1].replace("_", " "), *lits(c, "synonym")]:
             kb.class_names.setdefault(normalize(str(n)), cid)
@@ -369,14 +382,21 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         for c in g.objects(s, CA("component")):
             ing = g.value(c, CA("ingredient"))
             iid = compact(str(ing)) if ing is not None else ""
-            comps.append(Component(
-                iid, kb.ingredients[iid].name if iid in kb.ingredients else str(lit(c, "name", "")),
-                num(c, "strength"), lit(c, "strengthUnit"), num(c, "perVolume"), lit(c, "perUnit"),
-            ))
+            comps.append(
+                Component(
+                    iid,
+                    kb.ingredients[iid].name if iid in kb.ingredients else str(lit(c, "name", "")),
+                    num(c, "strength"),
+                    lit(c, "strengthUnit"),
+                    num(c, "perVolume"),
+                    lit(c, "perUnit"),
+                )
+            )
         form = str(lit(s, "doseForm", ""))
         routes = frozenset(str(r) for r in lits(s, "route")) or routes_for_dose_form(form)
-        kb.products[rx] = Product(rx, str(g.value(s, RDFS.label) or rx), tuple(sorted(comps, key=lambda c: c.name)),
-                                  form, routes, sources(s))
+        kb.products[rx] = Product(
+            rx, str(g.value(s, RDFS.label) or rx), tuple(sorted(comps, key=lambda c: c.name)), form, routes, sources(s)
+        )
 
     # interactions, expanded to ingredient pairs
     pairs: dict[tuple[str, str], list[Rule]] = {}
@@ -386,9 +406,15 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         if not a or not b:
             continue
         rule = Rule(
-            compact(str(s)), "interaction", sources(s), severity=str(lit(s, "severity", "")),
-            a=label_of(a[0]), b=label_of(b[0]), effect=str(lit(s, "effect", "")),
-            mechanism=str(lit(s, "mechanism", "")), management=str(lit(s, "management", "")),
+            compact(str(s)),
+            "interaction",
+            sources(s),
+            severity=str(lit(s, "severity", "")),
+            a=label_of(a[0]),
+            b=label_of(b[0]),
+            effect=str(lit(s, "effect", "")),
+            mechanism=str(lit(s, "mechanism", "")),
+            management=str(lit(s, "management", "")),
             onc=bool(lit(s, "oncHighPriority", False)),
         )
         ma = set().union(*(kb.members(x) for x in a))
@@ -402,7 +428,9 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         kb.partners.setdefault(x, {})[y] = rules
         kb.partners.setdefault(y, {})[x] = rules
     for iid, ing in kb.ingredients.items():
-        kb.duplicate_groups[iid] = tuple(sorted(c for c in ing.classes if c in kb.classes and kb.classes[c].duplicate_group))
+        kb.duplicate_groups[iid] = tuple(
+            sorted(c for c in ing.classes if c in kb.classes and kb.classes[c].duplicate_group)
+        )
         kb.allergy_groups[iid] = frozenset(c for c in ing.classes if c in kb.classes and kb.classes[c].allergy_group)
 
     # per-ingredient rules
@@ -413,49 +441,119 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
             per.setdefault(kind, {}).setdefault(i, []).append(rule)
 
     for s in g.subjects(RDF.type, CA("DoseLimit")):
-        add("dose", applies(s, "drug"), Rule(
-            compact(str(s)), "dose", sources(s), route=lit(s, "route"), min_age=num(s, "minAgeYears") or 0.0,
-            max_age=num(s, "maxAgeYears"), dose_unit=str(lit(s, "doseUnit", "mg")), max_single=num(s, "maxSingle"),
-            max_daily=num(s, "maxDaily"), max_weekly=num(s, "maxWeekly"), usual_min_single=num(s, "usualMinSingle"),
-            max_single_per_kg=num(s, "maxSinglePerKg"), max_daily_per_kg=num(s, "maxDailyPerKg"),
-            schedule=lit(s, "schedule"), message=str(lit(s, "message", "")),
-        ))
+        add(
+            "dose",
+            applies(s, "drug"),
+            Rule(
+                compact(str(s)),
+                "dose",
+                sources(s),
+                route=lit(s, "route"),
+                min_age=num(s, "minAgeYears") or 0.0,
+                max_age=num(s, "maxAgeYears"),
+                dose_unit=str(lit(s, "doseUnit", "mg")),
+                max_single=num(s, "maxSingle"),
+                max_daily=num(s, "maxDaily"),
+                max_weekly=num(s, "maxWeekly"),
+                usual_min_single=num(s, "usualMinSingle"),
+                max_single_per_kg=num(s, "maxSinglePerKg"),
+                max_daily_per_kg=num(s, "maxDailyPerKg"),
+                schedule=lit(s, "schedule"),
+                message=str(lit(s, "message", "")),
+            ),
+        )
     for s in g.subjects(RDF.type, CA("RenalRule")):
-        add("renal", applies(s), Rule(
-            compact(str(s)), "renal", sources(s), message=str(lit(s, "message", "")), action=str(lit(s, "action", "")),
-            measure=str(lit(s, "measure", "eGFR")), at_least=num(s, "atLeast") or 0.0, below=num(s, "below"),
-            max_daily=num(s, "maxDaily"), dose_unit=str(lit(s, "doseUnit", "mg")),
-            max_daily_per_kg=num(s, "maxDailyPerKg"),
-        ))
+        add(
+            "renal",
+            applies(s),
+            Rule(
+                compact(str(s)),
+                "renal",
+                sources(s),
+                message=str(lit(s, "message", "")),
+                action=str(lit(s, "action", "")),
+                measure=str(lit(s, "measure", "eGFR")),
+                at_least=num(s, "atLeast") or 0.0,
+                below=num(s, "below"),
+                max_daily=num(s, "maxDaily"),
+                dose_unit=str(lit(s, "doseUnit", "mg")),
+                max_daily_per_kg=num(s, "maxDailyPerKg"),
+            ),
+        )
     for s in g.subjects(RDF.type, CA("AgeRule")):
-        add("age", applies(s), Rule(
-            compact(str(s)), "age", sources(s), message=str(lit(s, "message", "")), action=str(lit(s, "action", "")),
-            min_age=num(s, "atLeastAgeYears") or 0.0, max_age=num(s, "belowAgeYears"),
-        ))
+        add(
+            "age",
+            applies(s),
+            Rule(
+                compact(str(s)),
+                "age",
+                sources(s),
+                message=str(lit(s, "message", "")),
+                action=str(lit(s, "action", "")),
+                min_age=num(s, "atLeastAgeYears") or 0.0,
+                max_age=num(s, "belowAgeYears"),
+            ),
+        )
     for s in g.subjects(RDF.type, CA("Contraindication")):
-        add("dx", applies(s), Rule(
-            compact(str(s)), "dx", sources(s), message=str(lit(s, "message", "")), action=str(lit(s, "action", "")),
-            conditions=frozenset(str(c) for c in lits(s, "condition")), condition_label=str(lit(s, "conditionLabel", "")),
-        ))
+        add(
+            "dx",
+            applies(s),
+            Rule(
+                compact(str(s)),
+                "dx",
+                sources(s),
+                message=str(lit(s, "message", "")),
+                action=str(lit(s, "action", "")),
+                conditions=frozenset(str(c) for c in lits(s, "condition")),
+                condition_label=str(lit(s, "conditionLabel", "")),
+            ),
+        )
     for s in g.subjects(RDF.type, CA("PregnancyRule")):
-        add("pregnancy", applies(s), Rule(
-            compact(str(s)), "pregnancy", sources(s), message=str(lit(s, "message", "")), action=str(lit(s, "action", "")),
-        ))
+        add(
+            "pregnancy",
+            applies(s),
+            Rule(
+                compact(str(s)),
+                "pregnancy",
+                sources(s),
+                message=str(lit(s, "message", "")),
+                action=str(lit(s, "action", "")),
+            ),
+        )
     loincs: set[str] = set()
     for s in g.subjects(RDF.type, CA("LabRule")):
         codes = tuple(sorted(str(c) for c in lits(s, "loinc")))
         loincs.update(codes)
-        add("lab", applies(s), Rule(
-            compact(str(s)), "lab", sources(s), message=str(lit(s, "message", "")), action=str(lit(s, "action", "")),
-            loincs=codes, above=num(s, "above"), under=num(s, "under"), unit=str(lit(s, "unit", "")),
-        ))
+        add(
+            "lab",
+            applies(s),
+            Rule(
+                compact(str(s)),
+                "lab",
+                sources(s),
+                message=str(lit(s, "message", "")),
+                action=str(lit(s, "action", "")),
+                loincs=codes,
+                above=num(s, "above"),
+                under=num(s, "under"),
+                unit=str(lit(s, "unit", "")),
+            ),
+        )
     for s in g.subjects(RDF.type, CA("MonitoringRule")):
         codes = tuple(sorted(str(c) for c in lits(s, "loinc")))
         loincs.update(codes)
-        add("monitoring", applies(s), Rule(
-            compact(str(s)), "monitoring", sources(s), message=str(lit(s, "message", "")),
-            loincs=codes, max_age_days=num(s, "maxAgeDays"),
-        ))
+        add(
+            "monitoring",
+            applies(s),
+            Rule(
+                compact(str(s)),
+                "monitoring",
+                sources(s),
+                message=str(lit(s, "message", "")),
+                loincs=codes,
+                max_age_days=num(s, "maxAgeDays"),
+            ),
+        )
     kb.monitoring_loincs = frozenset(loincs)
     kb.by_ingredient = {k: {i: tuple(v) for i, v in d.items()} for k, d in per.items()}
 
@@ -466,16 +564,26 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         target = [compact(str(o)) for o in g.objects(s, CA("target"))]
         if not allergen or not target:
             continue
-        rule = Rule(compact(str(s)), "xsens", sources(s), message=str(lit(s, "message", "")),
-                    action=str(lit(s, "action", "")), a=label_of(allergen[0]), b=label_of(target[0]))
+        rule = Rule(
+            compact(str(s)),
+            "xsens",
+            sources(s),
+            message=str(lit(s, "message", "")),
+            action=str(lit(s, "action", "")),
+            a=label_of(allergen[0]),
+            b=label_of(target[0]),
+        )
         targets = frozenset().union(*(kb.members(t) for t in target))
         for al in allergen:
             for i in kb.members(al):
                 xs.setdefault(i, []).append((targets, rule))
     kb.xsens = {k: tuple(v) for k, v in xs.items()}
     kb.stats = {
-        "triples": len(g), "ingredients": len(kb.ingredients), "classes": len(kb.classes),
-        "products": len(kb.products), "interaction_facts": sum(1 for _ in g.subjects(RDF.type, CA("Interaction"))),
+        "triples": len(g),
+        "ingredients": len(kb.ingredients),
+        "classes": len(kb.classes),
+        "products": len(kb.products),
+        "interaction_facts": sum(1 for _ in g.subjects(RDF.type, CA("Interaction"))),
         "interaction_pairs": len(kb.interactions),
         **{f"{k}_rules": sum(len(v) for v in d.values()) for k, d in per.items()},
     }

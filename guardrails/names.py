@@ -49,8 +49,22 @@ def name_variants(name: str) -> list[str]:
 
 # Units as RxNorm writes them in names, mapped to UCUM.
 RXNORM_UNITS = {
-    "MG": "mg", "G": "g", "MCG": "ug", "UG": "ug", "MEQ": "meq", "UNT": "[iU]", "UNITS": "[iU]", "MMOL": "mmol",
-    "ML": "mL", "%": "%", "MG/ML": "mg/mL", "ACTUAT": "{actuat}", "HR": "h", "SQCM": "cm2", "BAU": "[BAU]", "CELLS": "{cells}",
+    "MG": "mg",
+    "G": "g",
+    "MCG": "ug",
+    "UG": "ug",
+    "MEQ": "meq",
+    "UNT": "[iU]",
+    "UNITS": "[iU]",
+    "MMOL": "mmol",
+    "ML": "mL",
+    "%": "%",
+    "MG/ML": "mg/mL",
+    "ACTUAT": "{actuat}",
+    "HR": "h",
+    "SQCM": "cm2",
+    "BAU": "[BAU]",
+    "CELLS": "{cells}",
 }
 _NUM = r"\d+(?:\.\d+)?|\.\d+"
 _COMPONENT = re.compile(
@@ -60,7 +74,8 @@ _COMPONENT = re.compile(
 )
 # Quantities and qualifiers RxNorm puts before the first ingredient: "NDA020503 200 ACTUAT", "Abuse-Deterrent 12 HR".
 _LEADING_QTY = re.compile(
-    rf"^(?:(?:NDA\d+|Abuse-Deterrent|Breath-Actuated|(?:{_NUM})\s+(?:ML|ACTUAT|HR|G|MG|DAY|MIN))\s+)+", re.IGNORECASE)
+    rf"^(?:(?:NDA\d+|Abuse-Deterrent|Breath-Actuated|(?:{_NUM})\s+(?:ML|ACTUAT|HR|G|MG|DAY|MIN))\s+)+", re.IGNORECASE
+)
 _PACK = re.compile(r"^\{.*\}\s*pack", re.IGNORECASE)
 
 
@@ -166,7 +181,17 @@ def routes_for_dose_form(dose_form: str) -> frozenset[str]:
 
 
 #: Dose forms whose dose unit is a countable piece (so a unit-less dose counts pieces).
-COUNTABLE_WORDS = ("tablet", "capsule", "suppository", "lozenge", "troche", "patch", "transdermal system", "film", "wafer")
+COUNTABLE_WORDS = (
+    "tablet",
+    "capsule",
+    "suppository",
+    "lozenge",
+    "troche",
+    "patch",
+    "transdermal system",
+    "film",
+    "wafer",
+)
 
 
 def countable(dose_form: str) -> bool:

@@ -41,7 +41,9 @@ _NUMBERING = re.compile(r"#\s*\d+|\bno\.?\s*\d+\b", re.IGNORECASE)
 _FORM_WORDS = re.compile(
     r"\b(?:oral|tablets?|tabs?|capsules?|caps?|solution|suspension|syrup|liquid|elixir|injection|injectable|"
     r"chewable|extended[- ]release|delayed[- ]release|immediate[- ]release)\b"
-    r"|\b\d+(?:\.\d+)?\s*(?:mg|mcg|ug|g|ml|meq|units?)\b", re.IGNORECASE)  # "Lasix 40mg"
+    r"|\b\d+(?:\.\d+)?\s*(?:mg|mcg|ug|g|ml|meq|units?)\b",
+    re.IGNORECASE,
+)  # "Lasix 40mg"
 
 
 def _names_list(text: str, kb: Knowledge) -> tuple[list[str], list[str]]:
@@ -62,18 +64,24 @@ def _names_list(text: str, kb: Knowledge) -> tuple[list[str], list[str]]:
 
 
 def resolve_drug(codes: tuple[Code, ...], text: str, kb: Knowledge) -> ResolvedDrug | None:
-    """RxNorm code first, then name/synonym/brand, then the RxNorm-style product name. None if nothing resolves."""
+    """RxNorm code first, then name/synonym/brand, then the RxNorm-style product name. None if nothing resolves.
+
+    A text that parses as an RxNorm-style product name skips the name step, so its strengths are not lost."""
     for c in codes:
         if c.system != RXNORM:
             continue
         p = kb.products.get(c.code)
         if p is not None and p.components and all(x.ingredient for x in p.components):
-            return ResolvedDrug(tuple(dict.fromkeys(x.ingredient for x in p.components)), p, f"RxNorm {c.code} (product)")
+            return ResolvedDrug(
+                tuple(dict.fromkeys(x.ingredient for x in p.components)), p, f"RxNorm {c.code} (product)"
+            )
         iid = kb.rxcui_ingredient.get(c.code)
         if iid:
             return ResolvedDrug((iid,), None, f"RxNorm {c.code} (ingredient)")
     names = [c.display for c in codes if c.display] + ([text] if text else [])
     for n in names:
+        if parse_product_name(n) is not None:
+            continue  # a product name: the parser below keeps its strengths and dose form
         found, missing = _names_list(n, kb)
         if found and not missing:
             return ResolvedDrug(tuple(dict.fromkeys(found)), None, f"name '{normalize(n)}'")
@@ -116,9 +124,7 @@ class Amount:
     value: float  # in the dimension's base unit
 
 
-def dose_per_ingredient(
-    dose: Dose, drug: ResolvedDrug, kb: Knowledge
-) -> tuple[dict[str, Amount], str | None]:
+def dose_per_ingredient(dose: Dose, drug: ResolvedDrug, kb: Knowledge) -> tuple[dict[str, Amount], str | None]:
     """Amount of each ingredient in one dose, or a reason why it cannot be known."""
     value = dose.high if dose.high is not None else dose.value
     hit = units.lookup(dose.unit, kb.unit_table)
@@ -128,8 +134,9 @@ def dose_per_ingredient(
     p = drug.product
     if dim in ("count", "actuation", "volume"):
         if p is None:
-            return {}, (f"a dose in '{dose.unit or 'units'}' needs a product strength, but the order names only an "
-                        "ingredient")
+            return {}, (
+                f"a dose in '{dose.unit or 'units'}' needs a product strength, but the order names only an ingredient"
+            )
         out: dict[str, Amount] = {}
         for c in p.components:
             if not c.ingredient:
@@ -156,8 +163,10 @@ def dose_per_ingredient(
             out[c.ingredient] = Amount(s[0], amount + (prev.value if prev else 0.0))
         return out, None
     if len(drug.ingredients) != 1:
-        return {}, (f"a dose in {dose.unit} is ambiguous for a combination product; order it as a count of "
-                    "tablets/capsules or a volume")
+        return {}, (
+            f"a dose in {dose.unit} is ambiguous for a combination product; order it as a count of "
+            "tablets/capsules or a volume"
+        )
     return {drug.ingredients[0]: Amount(dim, value * factor)}, None
 
 

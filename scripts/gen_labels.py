@@ -27,12 +27,14 @@ def main() -> int:
         "",
     ]
     for s in sorted(set(g.subjects(RDF.type, CA.Ingredient)), key=str):
-        local = str(s)[len(DRUG):]
+        local = str(s)[len(DRUG) :]
         name = str(g.value(s, RDFS.label) or local.replace("_", " "))
         url = f"https://dailymed.nlm.nih.gov/dailymed/search.cfm?labeltype=all&query={quote_plus(name)}"
         esc = name.replace('"', '\\"')
-        lines.append(f'src:label-{local} a ca:Source ; rdfs:label "FDA-approved prescribing information: {esc} (DailyMed)" ;\n'
-                     f'    ca:url "{url}" .')
+        lines.append(
+            f'src:label-{local} a ca:Source ; rdfs:label "FDA-approved prescribing information: {esc} (DailyMed)" ;\n'
+            f'    ca:url "{url}" .'
+        )
     (ROOT / "labels.ttl").write_text("\n".join(lines) + "\n")
     print(f"{len(lines) - 5} label sources", file=sys.stderr)
     return 0

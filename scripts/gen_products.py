@@ -89,8 +89,12 @@ def main() -> int:
         if comps is None:
             continue
         routes = sorted(routes_for_dose_form(parsed.dose_form))
-        lines = [f"prod:rx{code} a ca:Product", f'ca:rxcui "{code}"', f'rdfs:label "{esc(name)}"',
-                 f'ca:doseForm "{esc(parsed.dose_form)}"']
+        lines = [
+            f"prod:rx{code} a ca:Product",
+            f'ca:rxcui "{code}"',
+            f'rdfs:label "{esc(name)}"',
+            f'ca:doseForm "{esc(parsed.dose_form)}"',
+        ]
         if routes:
             lines.append("ca:route " + ", ".join(f'"{r}"' for r in routes))
         lines.append("ca:component " + ",\n        ".join(comps))
@@ -98,8 +102,10 @@ def main() -> int:
         out.append(" ;\n    ".join(lines) + " .")
         n += 1
     (ROOT / "ontologies" / "products.ttl").write_text("\n".join(out) + "\n")
-    print(f"{n} products written; {len(skipped)} names are not products; {len(unresolved)} with unknown ingredients",
-          file=sys.stderr)
+    print(
+        f"{n} products written; {len(skipped)} names are not products; {len(unresolved)} with unknown ingredients",
+        file=sys.stderr,
+    )
     for u in unresolved:
         print("  unresolved:", u, file=sys.stderr)
     return 0

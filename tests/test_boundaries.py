@@ -17,7 +17,9 @@ def test_exported_members_exist_and_are_listed():
         for name in mod.__all__:
             assert hasattr(mod, name), f"{mod.__name__}.{name} listed but missing"
         public = {n for n in vars(mod) if not n.startswith("_") and not isinstance(getattr(mod, n), type(ast))}
-        assert public <= set(mod.__all__) | _submodules(mod), f"unlisted public names in {mod.__name__}: {public - set(mod.__all__)}"
+        assert public <= set(mod.__all__) | _submodules(mod), (
+            f"unlisted public names in {mod.__name__}: {public - set(mod.__all__)}"
+        )
 
 
 def _submodules(mod) -> set[str]:
@@ -25,7 +27,17 @@ def _submodules(mod) -> set[str]:
 
 
 def test_guardrails_never_imports_clinagent_model_or_network():
-    forbidden = ("clinagent", "pydantic_ai", "httpx", "httpx2", "requests", "urllib.request", "socket", "openai", "anthropic")
+    forbidden = (
+        "clinagent",
+        "pydantic_ai",
+        "httpx",
+        "httpx2",
+        "requests",
+        "urllib.request",
+        "socket",
+        "openai",
+        "anthropic",
+    )
     for path in (ROOT / "guardrails").rglob("*.py"):
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
@@ -42,8 +54,10 @@ def test_check_command_does_not_import_agent_or_web_stack(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, clinagent.cli, guardrails; "
-            "bad=[m for m in sys.modules if m.split('.')[0] in ('pydantic_ai','fastapi','streamlit','uvicorn','openai','anthropic','sqlmodel')]; "
-            "print(','.join(bad))")
+    code = (
+        "import sys, clinagent.cli, guardrails; "
+        "bad=[m for m in sys.modules if m.split('.')[0] in ('pydantic_ai','fastapi','streamlit','uvicorn','openai','anthropic','sqlmodel')]; "
+        "print(','.join(bad))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""

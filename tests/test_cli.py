@@ -17,36 +17,81 @@ def run(*args, cwd=None):
 
 
 def patient_bundle(tmp_path: Path, allergy_code: str | None = "7984") -> Path:
-    entries = [{"resource": {"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1970-01-01"}},
-               {"resource": {"resourceType": "Observation", "id": "w1", "status": "final",
-                             "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
-                             "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-10-01",
-                             "valueQuantity": {"value": 80, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}}}]
+    entries = [
+        {"resource": {"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1970-01-01"}},
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "id": "w1",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+                "subject": {"reference": "Patient/p1"},
+                "effectiveDateTime": "2026-10-01",
+                "valueQuantity": {"value": 80, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"},
+            }
+        },
+    ]
     if allergy_code:
-        entries.append({"resource": {"resourceType": "AllergyIntolerance", "id": "a1", "patient": {"reference": "Patient/p1"},
-                                     "clinicalStatus": {"coding": [{"code": "active"}]},
-                                     "code": {"coding": [{"system": RX, "code": allergy_code, "display": "Penicillin V"}]}}})
+        entries.append(
+            {
+                "resource": {
+                    "resourceType": "AllergyIntolerance",
+                    "id": "a1",
+                    "patient": {"reference": "Patient/p1"},
+                    "clinicalStatus": {"coding": [{"code": "active"}]},
+                    "code": {"coding": [{"system": RX, "code": allergy_code, "display": "Penicillin V"}]},
+                }
+            }
+        )
     p = tmp_path / "patient.json"
     p.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
     return p
 
 
-def order(tmp_path: Path, code="308182", display="Amoxicillin 250 MG Oral Capsule", value=2, unit=None, name="order.json",
-          frequency=3):
-    dq = {"value": value} if unit is None else {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
-    mr = {"resourceType": "MedicationRequest", "id": "o1", "status": "active", "intent": "order",
-          "subject": {"reference": "Patient/p1"},
-          "medicationCodeableConcept": {"coding": [{"system": RX, "code": code, "display": display}]},
-          "dosageInstruction": [{"timing": {"repeat": {"frequency": frequency, "period": 1, "periodUnit": "d"}},
-                                 "doseAndRate": [{"doseQuantity": dq}]}]}
+def order(
+    tmp_path: Path,
+    code="308182",
+    display="Amoxicillin 250 MG Oral Capsule",
+    value=2,
+    unit=None,
+    name="order.json",
+    frequency=3,
+):
+    dq = (
+        {"value": value}
+        if unit is None
+        else {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+    )
+    mr = {
+        "resourceType": "MedicationRequest",
+        "id": "o1",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {"coding": [{"system": RX, "code": code, "display": display}]},
+        "dosageInstruction": [
+            {
+                "timing": {"repeat": {"frequency": frequency, "period": 1, "periodUnit": "d"}},
+                "doseAndRate": [{"doseQuantity": dq}],
+            }
+        ],
+    }
     p = tmp_path / name
     p.write_text(json.dumps(mr))
     return p, mr
 
 
 def test_check_json_contract_and_block_exit_code(tmp_path):
-    r = run("check", "--patient", str(patient_bundle(tmp_path)), "--order", str(order(tmp_path)[0]), "--json",
-            "--as-of", "2026-11-01")
+    r = run(
+        "check",
+        "--patient",
+        str(patient_bundle(tmp_path)),
+        "--order",
+        str(order(tmp_path)[0]),
+        "--json",
+        "--as-of",
+        "2026-11-01",
+    )
     assert r.returncode == 1, r.stderr
     v = json.loads(r.stdout)
     assert set(v) >= {"allowed", "findings", "knowledge_version"}
@@ -57,8 +102,15 @@ def test_check_json_contract_and_block_exit_code(tmp_path):
 
 
 def test_check_allowed_order_exits_zero_and_prints_a_table(tmp_path):
-    r = run("check", "--patient", str(patient_bundle(tmp_path, None)), "--order", str(order(tmp_path)[0]),
-            "--as-of", "2026-11-01")
+    r = run(
+        "check",
+        "--patient",
+        str(patient_bundle(tmp_path, None)),
+        "--order",
+        str(order(tmp_path)[0]),
+        "--as-of",
+        "2026-11-01",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith("ALLOWED")
 
@@ -67,19 +119,34 @@ def test_bundle_of_orders_gives_a_list(tmp_path):
     _, a = order(tmp_path)
     _, b = order(tmp_path, "197361", "Amlodipine 5 MG Oral Tablet", 1, frequency=1)
     p = tmp_path / "orders.json"
-    p.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": a}, {"resource": b}]}))
+    p.write_text(
+        json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": a}, {"resource": b}]})
+    )
     r = run("check", "--patient", str(patient_bundle(tmp_path)), "--order", str(p), "--json", "--as-of", "2026-11-01")
     out = json.loads(r.stdout)
     assert isinstance(out, list) and [v["allowed"] for v in out] == [False, True]
 
 
-@pytest.mark.parametrize("content, needle", [
-    ("{broken", "not valid JSON"),
-    (json.dumps({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
-                 "subject": {"reference": "Patient/p1"}, "medicationCodeableConcept": {"text": "x"},
-                 "dosageInstruction": [{"doseAndRate": [{"doseQuantity": {"value": "lots"}}]}]}), "doseQuantity"),
-    (json.dumps({"resourceType": "Patient", "id": "x"}), "expected MedicationRequest"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("{broken", "not valid JSON"),
+        (
+            json.dumps(
+                {
+                    "resourceType": "MedicationRequest",
+                    "status": "active",
+                    "intent": "order",
+                    "subject": {"reference": "Patient/p1"},
+                    "medicationCodeableConcept": {"text": "x"},
+                    "dosageInstruction": [{"doseAndRate": [{"doseQuantity": {"value": "lots"}}]}],
+                }
+            ),
+            "doseQuantity",
+        ),
+        (json.dumps({"resourceType": "Patient", "id": "x"}), "expected MedicationRequest"),
+    ],
+)
 def test_bad_order_input_is_exit_2_with_a_clear_message_and_no_traceback(tmp_path, content, needle):
     p = tmp_path / "bad.json"
     p.write_text(content)

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from datetime import date
 
 import pint
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardrails import (RULES, ActiveMedication, Allergy, Code, Dose, Measured, MedicationOrder, PatientFacts, gate)
+from guardrails import RULES, ActiveMedication, Allergy, Code, Dose, Measured, MedicationOrder, PatientFacts, gate
 
 AS_OF = date(2026, 11, 1)
 UREG = pint.UnitRegistry()
 
 
 def adult(**kw) -> PatientFacts:
-    base = dict(patient_ref="Patient/t", as_of=AS_OF, birth_date=date(1980, 1, 1), sex="female",
-                weight=Measured(70, "kg", date(2026, 10, 1), "Observation/w"),
-                egfr=Measured(90, "mL/min/1.73m2", date(2026, 10, 1), "Observation/e"))
+    base = dict(
+        patient_ref="Patient/t",
+        as_of=AS_OF,
+        birth_date=date(1980, 1, 1),
+        sex="female",
+        weight=Measured(70, "kg", date(2026, 10, 1), "Observation/w"),
+        egfr=Measured(90, "mL/min/1.73m2", date(2026, 10, 1), "Observation/e"),
+    )
     base.update(kw)
     return PatientFacts(**base)
 
@@ -31,9 +34,16 @@ def child(weight: Measured | None, **kw) -> PatientFacts:
 
 def order(code="", display="", text="", value=1.0, unit="", freq=1.0, period=1.0, period_unit="d", route=None):
     codes = (Code("rxnorm", code, display),) if code else ()
-    return MedicationOrder("MedicationRequest/t", codes, text, Dose(value, unit) if value is not None else None,
-                           frequency=freq, period=period, period_unit=period_unit,
-                           route=Code("snomed", route, "") if route else None)
+    return MedicationOrder(
+        "MedicationRequest/t",
+        codes,
+        text,
+        Dose(value, unit) if value is not None else None,
+        frequency=freq,
+        period=period,
+        period_unit=period_unit,
+        route=Code("snomed", route, "") if route else None,
+    )
 
 
 def cats(v, severity="block"):
@@ -73,11 +83,17 @@ def test_grams_milligrams_micrograms(kb):
 
 
 def test_methotrexate_daily_is_blocked_weekly_is_not(kb):
-    weekly = gate(order(text="methotrexate", value=15, unit="mg", freq=1, period=1, period_unit="wk", route="26643006"),
-                  adult(), kb)
+    weekly = gate(
+        order(text="methotrexate", value=15, unit="mg", freq=1, period=1, period_unit="wk", route="26643006"),
+        adult(),
+        kb,
+    )
     assert "dose-daily" not in cats(weekly)
-    daily = gate(order(text="methotrexate", value=15, unit="mg", freq=1, period=1, period_unit="d", route="26643006"),
-                 adult(), kb)
+    daily = gate(
+        order(text="methotrexate", value=15, unit="mg", freq=1, period=1, period_unit="d", route="26643006"),
+        adult(),
+        kb,
+    )
     assert "dose-daily" in cats(daily)
 
 
@@ -108,7 +124,9 @@ def test_allergy_class_and_cross_sensitivity(kb):
     assert "drug-allergy" in cats(gate(order(text="amoxicillin", value=500, unit="mg", freq=3), facts, kb))
     cef = gate(order(text="ceftriaxone", value=1, unit="g", freq=1, route="78421000"), facts, kb)
     assert cef.allowed and "drug-allergy" in cats(cef, "warn")
-    unmapped = adult(allergies=(Allergy("AllergyIntolerance/b", (), "Blue pill from abroad", category=("medication",)),))
+    unmapped = adult(
+        allergies=(Allergy("AllergyIntolerance/b", (), "Blue pill from abroad", category=("medication",)),)
+    )
     v = gate(order(text="lisinopril", value=10, unit="mg"), unmapped, kb)
     assert "drug-allergy" in cats(v, "warn")
 
@@ -149,8 +167,12 @@ TABLETS = [("308182", "mg"), ("197361", "mg"), ("310798", "mg"), ("314076", "mg"
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(TABLETS), st.integers(min_value=1, max_value=8), st.integers(min_value=1, max_value=6),
-       st.sampled_from([(1, "d"), (12, "h"), (8, "h"), (1, "wk")]))
+@given(
+    st.sampled_from(TABLETS),
+    st.integers(min_value=1, max_value=8),
+    st.integers(min_value=1, max_value=6),
+    st.sampled_from([(1, "d"), (12, "h"), (8, "h"), (1, "wk")]),
+)
 def test_count_times_strength_times_frequency(kb, product, count, freq, period):
     """A unit-less dose is a count of the product's units; the daily total follows timing.repeat."""
     from guardrails.context import Context, prepare
@@ -162,11 +184,11 @@ def test_count_times_strength_times_frequency(kb, product, count, freq, period):
     drug = resolve_drug(o.codes, o.text, kb)
     amounts, problem = dose_per_ingredient(o.dose, drug, kb)
     assert problem is None
-    (ing, amount), = amounts.items()
+    ((ing, amount),) = amounts.items()
     strength = p.components[0].strength
     assert math.isclose(amount.value, count * strength)
     per_day, _ = doses_per_day(o)
-    expected = (UREG.Quantity(freq, "1") / UREG.Quantity(period[0], {"d": "day", "h": "hour", "wk": "week"}[period[1]]))
+    expected = UREG.Quantity(freq, "1") / UREG.Quantity(period[0], {"d": "day", "h": "hour", "wk": "week"}[period[1]])
     assert math.isclose(per_day, expected.to("1/day").magnitude)
     ctx = Context(o, adult(), kb, drug, prepare(adult(), kb), None, amounts, None, per_day)
     assert math.isclose(ctx.daily(ing, "g"), count * strength * per_day / 1000)

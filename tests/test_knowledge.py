@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from rdflib import RDF, RDFS, URIRef
@@ -15,8 +14,20 @@ from guardrails.knowledge import DEFAULT_DIR, NS_ONT, compact, content_hash, loa
 from .conftest import SHARED, need_shared
 
 CA = lambda n: URIRef(NS_ONT + n)  # noqa: E731
-FACT_KINDS = ("Interaction", "DoseLimit", "RenalRule", "AgeRule", "Contraindication", "PregnancyRule", "LabRule",
-              "MonitoringRule", "CrossSensitivity", "Ingredient", "DrugClass", "Product")
+FACT_KINDS = (
+    "Interaction",
+    "DoseLimit",
+    "RenalRule",
+    "AgeRule",
+    "Contraindication",
+    "PregnancyRule",
+    "LabRule",
+    "MonitoringRule",
+    "CrossSensitivity",
+    "Ingredient",
+    "DrugClass",
+    "Product",
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +89,18 @@ def test_coverage_targets(kb):
 
 
 def test_ismp_high_alert_drugs_are_flagged(kb):
-    for name in ("warfarin", "insulin_glargine", "methotrexate", "potassium_chloride", "digoxin", "morphine",
-                 "oxycodone", "heparin", "enoxaparin", "fentanyl"):
+    for name in (
+        "warfarin",
+        "insulin_glargine",
+        "methotrexate",
+        "potassium_chloride",
+        "digoxin",
+        "morphine",
+        "oxycodone",
+        "heparin",
+        "enoxaparin",
+        "fentanyl",
+    ):
         ing = kb.ingredients.get(f"drug:{name}")
         assert ing is not None, name
         assert ing.high_alert, f"{name} should be ISMP high-alert"
@@ -134,9 +155,14 @@ def test_dose_limits_are_internally_consistent(kb):
                 bad.append(f"{r.iri}: usual minimum above maximum")
             if r.max_age is not None and r.max_age <= r.min_age:
                 bad.append(f"{r.iri}: empty age band")
-            if r.max_single_per_kg is not None and r.max_daily_per_kg is not None and r.max_single_per_kg > r.max_daily_per_kg:
+            if (
+                r.max_single_per_kg is not None
+                and r.max_daily_per_kg is not None
+                and r.max_single_per_kg > r.max_daily_per_kg
+            ):
                 bad.append(f"{r.iri}: per-kg single above per-kg daily")
-            if all(v is None for v in (r.max_single, r.max_daily, r.max_weekly, r.max_single_per_kg, r.max_daily_per_kg)):
+            if all(
+                v is None for v in (r.max_single, r.max_daily, r.max_weekly, r.max_single_per_kg, r.max_daily_per_kg)
+            ):
                 bad.append(f"{r.iri}: a dose limit with no limit")
     assert not bad, bad
-

@@ -16,16 +16,21 @@ TABLE = units.build_table()
 UREG = pint.UnitRegistry()
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Amoxicillin 500 MG Oral Capsule", [("Amoxicillin", 500.0, "mg", None, None)]),
-    ("Acetaminophen 325 MG / HYDROcodone Bitartrate 5 MG Oral Tablet",
-     [("Acetaminophen", 325.0, "mg", None, None), ("HYDROcodone Bitartrate", 5.0, "mg", None, None)]),
-    ("Amoxicillin 250 MG/5ML Oral Suspension", [("Amoxicillin", 250.0, "mg", 5.0, "mL")]),
-    ("120 ACTUAT Albuterol 0.09 MG/ACTUAT Metered Dose Inhaler", [("Albuterol", 0.09, "mg", 1.0, "{actuat}")]),
-    ("Insulin Lispro 100 UNT/ML Injectable Solution [Humalog]", [("Insulin Lispro", 100.0, "[iU]", 1.0, "mL")]),
-    ("Potassium Chloride 20 MEQ Extended Release Oral Tablet", [("Potassium Chloride", 20.0, "meq", None, None)]),
-    ("Levothyroxine Sodium 0.075 MG Oral Tablet", [("Levothyroxine Sodium", 0.075, "mg", None, None)]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Amoxicillin 500 MG Oral Capsule", [("Amoxicillin", 500.0, "mg", None, None)]),
+        (
+            "Acetaminophen 325 MG / HYDROcodone Bitartrate 5 MG Oral Tablet",
+            [("Acetaminophen", 325.0, "mg", None, None), ("HYDROcodone Bitartrate", 5.0, "mg", None, None)],
+        ),
+        ("Amoxicillin 250 MG/5ML Oral Suspension", [("Amoxicillin", 250.0, "mg", 5.0, "mL")]),
+        ("120 ACTUAT Albuterol 0.09 MG/ACTUAT Metered Dose Inhaler", [("Albuterol", 0.09, "mg", 1.0, "{actuat}")]),
+        ("Insulin Lispro 100 UNT/ML Injectable Solution [Humalog]", [("Insulin Lispro", 100.0, "[iU]", 1.0, "mL")]),
+        ("Potassium Chloride 20 MEQ Extended Release Oral Tablet", [("Potassium Chloride", 20.0, "meq", None, None)]),
+        ("Levothyroxine Sodium 0.075 MG Oral Tablet", [("Levothyroxine Sodium", 0.075, "mg", None, None)]),
+    ],
+)
 def test_parse_product_name(text, expected):
     p = parse_product_name(text)
     assert p is not None

@@ -28,7 +28,8 @@ def check_allergy(ctx: Context) -> Iterator[Finding]:
             if shared:
                 group = kb.classes[sorted(shared)[0]]
                 yield ctx.finding(
-                    "drug-allergy", "block",
+                    "drug-allergy",
+                    "block",
                     f"{ingredient.name} is in the same allergy group ({group.label}) as the patient's recorded allergen.",
                     (ev, Evidence("ontology", group.id, f"allergy group: {group.label}", group.sources)),
                     "medicationCodeableConcept",
@@ -39,10 +40,12 @@ def check_allergy(ctx: Context) -> Iterator[Finding]:
                     if ing in targets:
                         sev = "block" if rule.action == "contraindicated" else "warn"
                         yield ctx.finding(
-                            "drug-allergy", sev,
+                            "drug-allergy",
+                            sev,
                             f"{ingredient.name}: documented cross-sensitivity with the patient's allergy "
                             f"({rule.a} -> {rule.b}). {rule.message}".strip(),
-                            (ev, ctx.fact(rule)), "medicationCodeableConcept",
+                            (ev, ctx.fact(rule)),
+                            "medicationCodeableConcept",
                         )
                         break
                 else:
@@ -51,7 +54,8 @@ def check_allergy(ctx: Context) -> Iterator[Finding]:
     for a in ctx.patient.unmapped_allergies:
         label = a.text or next((c.display for c in a.codes if c.display), "unnamed")
         yield ctx.finding(
-            "drug-allergy", "warn",
+            "drug-allergy",
+            "warn",
             f"A recorded allergy ('{label}') could not be mapped to the knowledge base; check it by hand.",
             (Evidence("fhir", a.ref, f"allergy: {label}"),),
         )

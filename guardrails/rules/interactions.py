@@ -32,17 +32,26 @@ def check_interactions(ctx: Context) -> Iterator[Finding]:
                         continue
                     seen.add(key)
                     onc = " (ONC high-priority)" if rule.onc else ""
-                    msg = (f"{ctx.name(ing)} + {ctx.name(other)} ({rule.severity}{onc}): {rule.effect}"
-                           + (f" {rule.management}" if rule.management else ""))
-                    yield ctx.finding("drug-drug", _SEVERITY.get(rule.severity, "warn"), msg,
-                                      (pm.evidence, ctx.fact(rule)), "medicationCodeableConcept")
+                    msg = f"{ctx.name(ing)} + {ctx.name(other)} ({rule.severity}{onc}): {rule.effect}" + (
+                        f" {rule.management}" if rule.management else ""
+                    )
+                    yield ctx.finding(
+                        "drug-drug",
+                        _SEVERITY.get(rule.severity, "warn"),
+                        msg,
+                        (pm.evidence, ctx.fact(rule)),
+                        "medicationCodeableConcept",
+                    )
     for m in ctx.patient.unresolved_meds:
         if m.ref == ctx.order.ref:
             continue
         label = m.text or next((c.display for c in m.codes if c.display), "unnamed")
-        yield ctx.finding("drug-drug", "info",
-                          f"Active medication '{label}' is not in the knowledge base; interactions with it were not "
-                          "checked.", (Evidence("fhir", m.ref, f"active medication: {label}"),))
+        yield ctx.finding(
+            "drug-drug",
+            "info",
+            f"Active medication '{label}' is not in the knowledge base; interactions with it were not checked.",
+            (Evidence("fhir", m.ref, f"active medication: {label}"),),
+        )
 
 
 def check_duplicates(ctx: Context) -> Iterator[Finding]:
@@ -55,8 +64,13 @@ def check_duplicates(ctx: Context) -> Iterator[Finding]:
             if pm.med.ref == ctx.order.ref or pm.med.ref in reported:
                 continue
             reported.add(pm.med.ref)
-            yield ctx.finding("duplicate-therapy", "warn", f"{ctx.name(ing)} is already active for this patient.",
-                              (pm.evidence,), "medicationCodeableConcept")
+            yield ctx.finding(
+                "duplicate-therapy",
+                "warn",
+                f"{ctx.name(ing)} is already active for this patient.",
+                (pm.evidence,),
+                "medicationCodeableConcept",
+            )
         # the most specific duplicate-therapy class the order shares with each other active medication
         for gid in sorted(kb.duplicate_groups.get(ing, ()), key=lambda c: len(kb.classes[c].members)):
             g = kb.classes[gid]
@@ -65,7 +79,10 @@ def check_duplicates(ctx: Context) -> Iterator[Finding]:
                     continue
                 reported.add(pm.med.ref)
                 names = ", ".join(ctx.name(x) for x in sorted(pm.ingredients & g.members))
-                yield ctx.finding("duplicate-therapy", "warn",
-                                  f"{ctx.name(ing)} duplicates an active {g.label} ({names}).",
-                                  (pm.evidence, Evidence("ontology", g.id, f"duplicate-therapy group: {g.label}",
-                                                               g.sources)), "medicationCodeableConcept")
+                yield ctx.finding(
+                    "duplicate-therapy",
+                    "warn",
+                    f"{ctx.name(ing)} duplicates an active {g.label} ({names}).",
+                    (pm.evidence, Evidence("ontology", g.id, f"duplicate-therapy group: {g.label}", g.sources)),
+                    "medicationCodeableConcept",
+                )

@@ -39,9 +39,12 @@ def check_renal(ctx: Context) -> Iterator[Finding]:
                     missing_reported = True
                     why = "none is recorded" if value is None else f"the last value ({value.describe()}) is stale"
                     ev = (Evidence("fhir", value.ref, f"{r.measure} {value.describe()}"),) if value else ()
-                    yield ctx.finding("drug-renal", "warn",
-                                  f"{name} needs current renal function ({r.measure}) and {why}.",
-                                  ev + (ctx.fact(r),))
+                    yield ctx.finding(
+                        "drug-renal",
+                        "warn",
+                        f"{name} needs current renal function ({r.measure}) and {why}.",
+                        ev + (ctx.fact(r),),
+                    )
                 continue
             if value.value < r.at_least or (r.below is not None and value.value >= r.below):
                 continue
@@ -52,22 +55,35 @@ def check_renal(ctx: Context) -> Iterator[Finding]:
                 if r.max_daily_per_kg is not None:
                     w = ctx.facts.weight
                     if w is None or w.stale:
-                        yield ctx.finding("drug-renal", "warn",
-                                          f"{name}: at {band} the maximum is {r.max_daily_per_kg:g} {r.dose_unit}/kg/day "
-                                          "and there is no current weight to apply it.", ev)
+                        yield ctx.finding(
+                            "drug-renal",
+                            "warn",
+                            f"{name}: at {band} the maximum is {r.max_daily_per_kg:g} {r.dose_unit}/kg/day "
+                            "and there is no current weight to apply it.",
+                            ev,
+                        )
                         continue
                     per_kg = r.max_daily_per_kg * w.value
                     limit = per_kg if limit is None else min(limit, per_kg)
                     ev = ev + (Evidence("fhir", w.ref, f"weight {w.describe()}"),)
                 daily = ctx.daily(ing, r.dose_unit)
                 if daily is None:
-                    yield ctx.finding("drug-renal", "warn",
-                                      f"{name}: at {band} the maximum is {limit:g} {r.dose_unit}/day; the ordered daily "
-                                      "total could not be computed.", ev)
+                    yield ctx.finding(
+                        "drug-renal",
+                        "warn",
+                        f"{name}: at {band} the maximum is {limit:g} {r.dose_unit}/day; the ordered daily "
+                        "total could not be computed.",
+                        ev,
+                    )
                 elif daily > limit * (1 + 1e-9):
-                    yield ctx.finding("drug-renal", "block",
-                                      f"{name} {daily:g} {r.dose_unit}/day exceeds the renal maximum of {limit:g} "
-                                      f"{r.dose_unit}/day at {band}.", ev, "dosageInstruction[0]")
+                    yield ctx.finding(
+                        "drug-renal",
+                        "block",
+                        f"{name} {daily:g} {r.dose_unit}/day exceeds the renal maximum of {limit:g} "
+                        f"{r.dose_unit}/day at {band}.",
+                        ev,
+                        "dosageInstruction[0]",
+                    )
                 continue
             sev = _SEV.get(r.action, "warn")
             yield ctx.finding("drug-renal", sev, f"{name} at {band}: {r.message}".strip(), ev)
@@ -82,10 +98,16 @@ def check_age(ctx: Context) -> Iterator[Finding]:
     for ing in ctx.drug.ingredients:
         for r in ctx.kb.rules("age", ing):
             if age >= r.min_age and (r.max_age is None or age < r.max_age):
-                ev = (Evidence("fhir", ctx.facts.patient_ref, f"age {age:.1f} y (birthDate, as of {ctx.facts.as_of})"),
-                      ctx.fact(r))
-                yield ctx.finding("drug-age", _SEV.get(r.action, "warn"),
-                              f"{ctx.name(ing)} at age {age:.1f} y: {r.message}".strip(), ev)
+                ev = (
+                    Evidence("fhir", ctx.facts.patient_ref, f"age {age:.1f} y (birthDate, as of {ctx.facts.as_of})"),
+                    ctx.fact(r),
+                )
+                yield ctx.finding(
+                    "drug-age",
+                    _SEV.get(r.action, "warn"),
+                    f"{ctx.name(ing)} at age {age:.1f} y: {r.message}".strip(),
+                    ev,
+                )
 
 
 def check_diagnosis(ctx: Context) -> Iterator[Finding]:
@@ -99,8 +121,9 @@ def check_diagnosis(ctx: Context) -> Iterator[Finding]:
             cond = ctx.patient.conditions[hits[0]]
             label = next((c.display for c in cond.codes if c.code == hits[0] and c.display), r.condition_label)
             ev = (Evidence("fhir", cond.ref, f"active condition: {label} (SNOMED CT {hits[0]})"), ctx.fact(r))
-            yield ctx.finding("drug-diagnosis", _SEV.get(r.action, "warn"),
-                          f"{ctx.name(ing)} with {label}: {r.message}".strip(), ev)
+            yield ctx.finding(
+                "drug-diagnosis", _SEV.get(r.action, "warn"), f"{ctx.name(ing)} with {label}: {r.message}".strip(), ev
+            )
 
 
 def check_pregnancy(ctx: Context) -> Iterator[Finding]:
@@ -109,8 +132,9 @@ def check_pregnancy(ctx: Context) -> Iterator[Finding]:
     for ing in ctx.drug.ingredients:
         for r in ctx.kb.rules("pregnancy", ing):
             ev = (Evidence("fhir", ctx.facts.pregnant, "pregnant"), ctx.fact(r))
-            yield ctx.finding("drug-pregnancy", _SEV.get(r.action, "warn"),
-                          f"{ctx.name(ing)} in pregnancy: {r.message}".strip(), ev)
+            yield ctx.finding(
+                "drug-pregnancy", _SEV.get(r.action, "warn"), f"{ctx.name(ing)} in pregnancy: {r.message}".strip(), ev
+            )
 
 
 def _latest(ctx: Context, loincs):
@@ -127,15 +151,22 @@ def check_labs(ctx: Context) -> Iterator[Finding]:
             if lab is None or lab.stale:
                 continue  # a missing lab is the monitoring rule's business
             if r.unit and lab.unit and _norm_unit(lab.unit) != _norm_unit(r.unit):
-                yield ctx.finding("drug-lab", "warn",
-                              f"{ctx.name(ing)}: lab {lab.code} is in {lab.unit}, the rule in {r.unit}; not compared.",
-                              (Evidence("fhir", lab.ref, lab.describe()), ctx.fact(r)))
+                yield ctx.finding(
+                    "drug-lab",
+                    "warn",
+                    f"{ctx.name(ing)}: lab {lab.code} is in {lab.unit}, the rule in {r.unit}; not compared.",
+                    (Evidence("fhir", lab.ref, lab.describe()), ctx.fact(r)),
+                )
                 continue
             fired = (r.above is not None and lab.value >= r.above) or (r.under is not None and lab.value < r.under)
             if fired:
                 ev = (Evidence("fhir", lab.ref, f"LOINC {lab.code}: {lab.describe()}"), ctx.fact(r))
-                yield ctx.finding("drug-lab", _SEV.get(r.action, "warn"),
-                              f"{ctx.name(ing)} with {lab.value:g} {lab.unit} (LOINC {lab.code}): {r.message}".strip(), ev)
+                yield ctx.finding(
+                    "drug-lab",
+                    _SEV.get(r.action, "warn"),
+                    f"{ctx.name(ing)} with {lab.value:g} {lab.unit} (LOINC {lab.code}): {r.message}".strip(),
+                    ev,
+                )
 
 
 def check_monitoring(ctx: Context) -> Iterator[Finding]:
@@ -145,15 +176,25 @@ def check_monitoring(ctx: Context) -> Iterator[Finding]:
         for r in ctx.kb.rules("monitoring", ing):
             lab = _latest(ctx, r.loincs)
             age_days = (ctx.facts.as_of - lab.when).days if lab is not None and lab.when else None
-            if lab is not None and not lab.stale and age_days is not None and (
-                    r.max_age_days is None or age_days <= r.max_age_days):
+            if (
+                lab is not None
+                and not lab.stale
+                and age_days is not None
+                and (r.max_age_days is None or age_days <= r.max_age_days)
+            ):
                 continue
-            why = ("none is recorded" if lab is None else
-                   f"the last one ({lab.describe()}) is {age_days if age_days is not None else '?'} days old")
+            why = (
+                "none is recorded"
+                if lab is None
+                else f"the last one ({lab.describe()}) is {age_days if age_days is not None else '?'} days old"
+            )
             ev = ((Evidence("fhir", lab.ref, lab.describe()),) if lab else ()) + (ctx.fact(r),)
-            yield ctx.finding("drug-lab", "warn",
-                          f"{ctx.name(ing)} needs a current lab (LOINC {', '.join(r.loincs)}) and {why}. {r.message}".strip(),
-                          ev)
+            yield ctx.finding(
+                "drug-lab",
+                "warn",
+                f"{ctx.name(ing)} needs a current lab (LOINC {', '.join(r.loincs)}) and {why}. {r.message}".strip(),
+                ev,
+            )
 
 
 def _norm_unit(u: str) -> str:
