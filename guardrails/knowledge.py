@@ -260,7 +260,7 @@ def _write_cache(path: Path, kb: Knowledge) -> None:
 
 
 def load_graph(directory: str | Path | None = None):
-    """The raw rdflib graph (for shape checks and the SPARQL baseline)."""
+    """The knowledge as an rdflib graph: for SHACL validation, the SPARQL baseline and the generator scripts."""
     import rdflib
 
     d = Path(directory or os.environ.get("CLINAGENT_ONTOLOGIES") or DEFAULT_DIR)
@@ -272,48 +272,79 @@ def load_graph(directory: str | Path | None = None):
 
 # ---- compiling -----------------------------------------------------------------------------------------------
 
+_RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
+_LABEL = "http://www.w3.org/2000/01/rdf-schema#label"
+_SUBCLASS = "http://www.w3.org/2000/01/rdf-schema#subClassOf"
+
+
+_XSD = "http://www.w3.org/2001/XMLSchema#"
+_NUMERIC = {_XSD + t for t in ("integer", "decimal", "double", "float", "int", "long", "nonNegativeInteger")}
+
+
+class _Triples:
+    """Every triple indexed once by subject and predicate, with IRIs compacted and literals as Python values,
+    so compiling is dictionary lookups rather than a graph query per field.
+
+    The Turtle is parsed with pyoxigraph (Rust): the same files rdflib reads for SHACL and SPARQL, about ten times
+    faster to parse; tests/test_knowledge.py checks that both parsers see the same triples."""
+
+    def __init__(self, directory: Path) -> None:
+        import pyoxigraph as ox
+
+        self.by_s: dict[object, dict[str, list]] = {}
+        self.by_type: dict[str, list] = {}
+        self.count = 0
+        for path in ttl_files(directory):
+            for tr in ox.parse(path=str(path), format=ox.RdfFormat.TURTLE):
+                s, o = tr.subject, tr.object
+                key = compact(s.value) if isinstance(s, ox.NamedNode) else s
+                if isinstance(o, ox.Literal):
+                    dt = o.datatype.value
+                    val = (o.value == "true") if dt == _XSD + "boolean" else float(o.value) if dt in _NUMERIC else o.value
+                elif isinstance(o, ox.NamedNode):
+                    val = compact(o.value)
+                else:
+                    val = o
+                pred = tr.predicate.value
+                self.by_s.setdefault(key, {}).setdefault(pred, []).append(val)
+                if pred == _RDF_TYPE:
+                    self.by_type.setdefault(val, []).append(key)
+                self.count += 1
+
+    def of_type(self, kind: str) -> list:
+        return sorted(self.by_type.get(NS_ONT + kind, ()), key=str)
+
+    def all(self, s, p: str) -> list:
+        return self.by_s.get(s, {}).get(p if p.startswith("http") else NS_ONT + p, [])
+
+    def one(self, s, p: str, default=None):
+        vals = self.all(s, p)
+        return vals[0] if vals else default
+
+    def num(self, s, p: str) -> float | None:
+        v = self.one(s, p)
+        return float(v) if v is not None else None
+
+    def text(self, s, p: str) -> str:
+        return str(self.one(s, p, ""))
+
 
 def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
     """Parse the Turtle and build every index the gates use."""
-    from rdflib import RDF, RDFS, Literal, URIRef
-
     from . import units
 
-    g = load_graph(directory)
-    CA = lambda name: URIRef(NS_ONT + name)  # noqa: E731
+    t = _Triples(directory)
     kb = Knowledge(version=version or content_hash(directory))
     kb.unit_table = units.build_table()
 
-    def lit(s, p, default=None):
-        v = g.value(s, CA(p))
-        if v is None:
-            return default
-        return v.toPython() if isinstance(v, Literal) else str(v)
-
-    def lits(s, p) -> list:
-        return [o.toPython() if isinstance(o, Literal) else compact(str(o)) for o in g.objects(s, CA(p))]
-
-    def num(s, p):
-        v = lit(s, p)
-        return float(v) if v is not None else None
-
-    source_info: dict[str, tuple[str, str]] = {}
-    for s in g.subjects(RDF.type, CA("Source")):
-        source_info[compact(str(s))] = (str(g.value(s, RDFS.label) or compact(str(s))), str(lit(s, "url", "")))
+    source_info = {s: (str(t.one(s, _LABEL, s)), t.text(s, "url")) for s in t.of_type("Source")}
 
     def sources(s) -> Sources:
-        out = []
-        for o in g.objects(s, CA("source")):
-            c = compact(str(o))
-            out.append(source_info.get(c, (c, "")))
-        return tuple(sorted(set(out)))
+        return tuple(sorted({source_info.get(c, (str(c), "")) for c in t.all(s, "source")}))
 
     # classes and their closure
-    class_nodes = set(g.subjects(RDF.type, CA("DrugClass")))
-    parents: dict[str, set[str]] = {compact(str(c)): set() for c in class_nodes}
-    for c in class_nodes:
-        for p in g.objects(c, RDFS.subClassOf):
-            parents[compact(str(c))].add(compact(str(p)))
+    class_nodes = t.of_type("DrugClass")
+    parents: dict[str, set[str]] = {c: set(t.all(c, _SUBCLASS)) for c in class_nodes}
 
     def ancestors(cid: str, seen: set[str] | None = None) -> set[str]:
         seen = set() if seen is None else seen
@@ -326,40 +357,32 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
     # ingredients
     members: dict[str, set[str]] = {c: set() for c in parents}
     names: dict[str, set[str]] = {}
-    for s in g.subjects(RDF.type, CA("Ingredient")):
-        iid = compact(str(s))
-        direct = {compact(str(o)) for o in g.objects(s, CA("memberOf"))}
+    for iid in t.of_type("Ingredient"):
+        direct = set(t.all(iid, "memberOf"))
         closure = set(direct)
         for c in direct:
             closure |= ancestors(c)
         for c in closure:
             members.setdefault(c, set()).add(iid)
-        name = str(g.value(s, RDFS.label) or iid.split(":", 1)[1].replace("_", " "))
-        rx = str(lit(s, "rxcui", ""))
-        kb.ingredients[iid] = Ingredient(
-            iid, name, rx, frozenset(closure), bool(lit(s, "highAlert", False)), sources(s)
-        )
+        name = str(t.one(iid, _LABEL, iid.split(":", 1)[1].replace("_", " ")))
+        rx = t.text(iid, "rxcui")
+        kb.ingredients[iid] = Ingredient(iid, name, rx, frozenset(closure), bool(t.one(iid, "highAlert", False)),
+                                         sources(iid))
         if rx:
             kb.rxcui_ingredient[rx] = iid
-        for n in [name, iid.split(":", 1)[1].replace("_", " "), *lits(s, "synonym"), *lits(s, "brand")]:
+        for n in [name, iid.split(":", 1)[1].replace("_", " "), *t.all(iid, "synonym"), *t.all(iid, "brand")]:
             names.setdefault(normalize(str(n)), set()).add(iid)
-        for code in lits(s, "snomed"):
+        for code in t.all(iid, "snomed"):
             kb.snomed[str(code)] = iid
     kb.names = {n: tuple(sorted(ids)) for n, ids in names.items()}
-    for c in class_nodes:
-        cid = compact(str(c))
-        label = str(g.value(c, RDFS.label) or cid)
-        kb.classes[cid] = DrugClass(
-            cid,
-            label,
-            bool(lit(c, "allergyGroup", False)),
-            bool(lit(c, "duplicateGroup", False)),
-            frozenset(members.get(cid, ())),
-            sources(c),
-        )
-        for n in [label, cid.split(":", 1)[1].replace("_", " "), *lits(c, "synonym")]:
+    for cid in class_nodes:
+        label = str(t.one(cid, _LABEL, cid))
+        kb.classes[cid] = DrugClass(cid, label, bool(t.one(cid, "allergyGroup", False)),
+                                    bool(t.one(cid, "duplicateGroup", False)), frozenset(members.get(cid, ())),
+                                    sources(cid))
+        for n in [label, cid.split(":", 1)[1].replace("_", " "), *t.all(cid, "synonym")]:
             kb.class_names.setdefault(normalize(str(n)), cid)
-        for code in lits(c, "snomed"):
+        for code in t.all(cid, "snomed"):
             kb.snomed.setdefault(str(code), cid)
 
     def label_of(concept: str) -> str:
@@ -371,51 +394,35 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
 
     def applies(s, prop="appliesTo") -> list[str]:
         out: list[str] = []
-        for o in g.objects(s, CA(prop)):
-            out.extend(sorted(kb.members(compact(str(o)))))
+        for o in t.all(s, prop):
+            out.extend(sorted(kb.members(o)))
         return out
 
     # products
-    for s in g.subjects(RDF.type, CA("Product")):
-        rx = str(lit(s, "rxcui", ""))
+    for s in t.of_type("Product"):
+        rx = t.text(s, "rxcui")
         comps = []
-        for c in g.objects(s, CA("component")):
-            ing = g.value(c, CA("ingredient"))
-            iid = compact(str(ing)) if ing is not None else ""
-            comps.append(
-                Component(
-                    iid,
-                    kb.ingredients[iid].name if iid in kb.ingredients else str(lit(c, "name", "")),
-                    num(c, "strength"),
-                    lit(c, "strengthUnit"),
-                    num(c, "perVolume"),
-                    lit(c, "perUnit"),
-                )
-            )
-        form = str(lit(s, "doseForm", ""))
-        routes = frozenset(str(r) for r in lits(s, "route")) or routes_for_dose_form(form)
-        kb.products[rx] = Product(
-            rx, str(g.value(s, RDFS.label) or rx), tuple(sorted(comps, key=lambda c: c.name)), form, routes, sources(s)
-        )
+        for c in t.all(s, "component"):
+            iid = t.one(c, "ingredient", "")
+            comps.append(Component(
+                iid, kb.ingredients[iid].name if iid in kb.ingredients else t.text(c, "name"),
+                t.num(c, "strength"), t.one(c, "strengthUnit"), t.num(c, "perVolume"), t.one(c, "perUnit"),
+            ))
+        form = t.text(s, "doseForm")
+        routes = frozenset(str(r) for r in t.all(s, "route")) or routes_for_dose_form(form)
+        kb.products[rx] = Product(rx, str(t.one(s, _LABEL, rx)), tuple(sorted(comps, key=lambda c: c.name)),
+                                  form, routes, sources(s))
 
     # interactions, expanded to ingredient pairs
     pairs: dict[tuple[str, str], list[Rule]] = {}
-    for s in g.subjects(RDF.type, CA("Interaction")):
-        a = [compact(str(o)) for o in g.objects(s, CA("agentA"))]
-        b = [compact(str(o)) for o in g.objects(s, CA("agentB"))]
+    for s in t.of_type("Interaction"):
+        a, b = t.all(s, "agentA"), t.all(s, "agentB")
         if not a or not b:
             continue
         rule = Rule(
-            compact(str(s)),
-            "interaction",
-            sources(s),
-            severity=str(lit(s, "severity", "")),
-            a=label_of(a[0]),
-            b=label_of(b[0]),
-            effect=str(lit(s, "effect", "")),
-            mechanism=str(lit(s, "mechanism", "")),
-            management=str(lit(s, "management", "")),
-            onc=bool(lit(s, "oncHighPriority", False)),
+            s, "interaction", sources(s), severity=t.text(s, "severity"), a=label_of(a[0]), b=label_of(b[0]),
+            effect=t.text(s, "effect"), mechanism=t.text(s, "mechanism"), management=t.text(s, "management"),
+            onc=bool(t.one(s, "oncHighPriority", False)),
         )
         ma = set().union(*(kb.members(x) for x in a))
         mb = set().union(*(kb.members(x) for x in b))
@@ -429,162 +436,80 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         kb.partners.setdefault(y, {})[x] = rules
     for iid, ing in kb.ingredients.items():
         kb.duplicate_groups[iid] = tuple(
-            sorted(c for c in ing.classes if c in kb.classes and kb.classes[c].duplicate_group)
-        )
+            sorted(c for c in ing.classes if c in kb.classes and kb.classes[c].duplicate_group))
         kb.allergy_groups[iid] = frozenset(c for c in ing.classes if c in kb.classes and kb.classes[c].allergy_group)
 
     # per-ingredient rules
     per: dict[str, dict[str, list[Rule]]] = {}
+    facts_per_kind: dict[str, int] = {}
 
     def add(kind: str, ids: list[str], rule: Rule) -> None:
+        facts_per_kind[kind] = facts_per_kind.get(kind, 0) + 1
         for i in ids:
             per.setdefault(kind, {}).setdefault(i, []).append(rule)
 
-    for s in g.subjects(RDF.type, CA("DoseLimit")):
-        add(
-            "dose",
-            applies(s, "drug"),
-            Rule(
-                compact(str(s)),
-                "dose",
-                sources(s),
-                route=lit(s, "route"),
-                min_age=num(s, "minAgeYears") or 0.0,
-                max_age=num(s, "maxAgeYears"),
-                dose_unit=str(lit(s, "doseUnit", "mg")),
-                max_single=num(s, "maxSingle"),
-                max_daily=num(s, "maxDaily"),
-                max_weekly=num(s, "maxWeekly"),
-                usual_min_single=num(s, "usualMinSingle"),
-                max_single_per_kg=num(s, "maxSinglePerKg"),
-                max_daily_per_kg=num(s, "maxDailyPerKg"),
-                schedule=lit(s, "schedule"),
-                message=str(lit(s, "message", "")),
-            ),
-        )
-    for s in g.subjects(RDF.type, CA("RenalRule")):
-        add(
-            "renal",
-            applies(s),
-            Rule(
-                compact(str(s)),
-                "renal",
-                sources(s),
-                message=str(lit(s, "message", "")),
-                action=str(lit(s, "action", "")),
-                measure=str(lit(s, "measure", "eGFR")),
-                at_least=num(s, "atLeast") or 0.0,
-                below=num(s, "below"),
-                max_daily=num(s, "maxDaily"),
-                dose_unit=str(lit(s, "doseUnit", "mg")),
-                max_daily_per_kg=num(s, "maxDailyPerKg"),
-            ),
-        )
-    for s in g.subjects(RDF.type, CA("AgeRule")):
-        add(
-            "age",
-            applies(s),
-            Rule(
-                compact(str(s)),
-                "age",
-                sources(s),
-                message=str(lit(s, "message", "")),
-                action=str(lit(s, "action", "")),
-                min_age=num(s, "atLeastAgeYears") or 0.0,
-                max_age=num(s, "belowAgeYears"),
-            ),
-        )
-    for s in g.subjects(RDF.type, CA("Contraindication")):
-        add(
-            "dx",
-            applies(s),
-            Rule(
-                compact(str(s)),
-                "dx",
-                sources(s),
-                message=str(lit(s, "message", "")),
-                action=str(lit(s, "action", "")),
-                conditions=frozenset(str(c) for c in lits(s, "condition")),
-                condition_label=str(lit(s, "conditionLabel", "")),
-            ),
-        )
-    for s in g.subjects(RDF.type, CA("PregnancyRule")):
-        add(
-            "pregnancy",
-            applies(s),
-            Rule(
-                compact(str(s)),
-                "pregnancy",
-                sources(s),
-                message=str(lit(s, "message", "")),
-                action=str(lit(s, "action", "")),
-            ),
-        )
+    for s in t.of_type("DoseLimit"):
+        add("dose", applies(s, "drug"), Rule(
+            s, "dose", sources(s), route=t.one(s, "route"), min_age=t.num(s, "minAgeYears") or 0.0,
+            max_age=t.num(s, "maxAgeYears"), dose_unit=str(t.one(s, "doseUnit", "mg")), max_single=t.num(s, "maxSingle"),
+            max_daily=t.num(s, "maxDaily"), max_weekly=t.num(s, "maxWeekly"), usual_min_single=t.num(s, "usualMinSingle"),
+            max_single_per_kg=t.num(s, "maxSinglePerKg"), max_daily_per_kg=t.num(s, "maxDailyPerKg"),
+            schedule=t.one(s, "schedule"), message=t.text(s, "message"),
+        ))
+    for s in t.of_type("RenalRule"):
+        add("renal", applies(s), Rule(
+            s, "renal", sources(s), message=t.text(s, "message"), action=t.text(s, "action"),
+            measure=str(t.one(s, "measure", "eGFR")), at_least=t.num(s, "atLeast") or 0.0, below=t.num(s, "below"),
+            max_daily=t.num(s, "maxDaily"), dose_unit=str(t.one(s, "doseUnit", "mg")),
+            max_daily_per_kg=t.num(s, "maxDailyPerKg"),
+        ))
+    for s in t.of_type("AgeRule"):
+        add("age", applies(s), Rule(
+            s, "age", sources(s), message=t.text(s, "message"), action=t.text(s, "action"),
+            min_age=t.num(s, "atLeastAgeYears") or 0.0, max_age=t.num(s, "belowAgeYears"),
+        ))
+    for s in t.of_type("Contraindication"):
+        add("dx", applies(s), Rule(
+            s, "dx", sources(s), message=t.text(s, "message"), action=t.text(s, "action"),
+            conditions=frozenset(str(c) for c in t.all(s, "condition")), condition_label=t.text(s, "conditionLabel"),
+        ))
+    for s in t.of_type("PregnancyRule"):
+        add("pregnancy", applies(s), Rule(s, "pregnancy", sources(s), message=t.text(s, "message"),
+                                          action=t.text(s, "action")))
     loincs: set[str] = set()
-    for s in g.subjects(RDF.type, CA("LabRule")):
-        codes = tuple(sorted(str(c) for c in lits(s, "loinc")))
+    for s in t.of_type("LabRule"):
+        codes = tuple(sorted(str(c) for c in t.all(s, "loinc")))
         loincs.update(codes)
-        add(
-            "lab",
-            applies(s),
-            Rule(
-                compact(str(s)),
-                "lab",
-                sources(s),
-                message=str(lit(s, "message", "")),
-                action=str(lit(s, "action", "")),
-                loincs=codes,
-                above=num(s, "above"),
-                under=num(s, "under"),
-                unit=str(lit(s, "unit", "")),
-            ),
-        )
-    for s in g.subjects(RDF.type, CA("MonitoringRule")):
-        codes = tuple(sorted(str(c) for c in lits(s, "loinc")))
+        add("lab", applies(s), Rule(
+            s, "lab", sources(s), message=t.text(s, "message"), action=t.text(s, "action"), loincs=codes,
+            above=t.num(s, "above"), under=t.num(s, "under"), unit=t.text(s, "unit"),
+        ))
+    for s in t.of_type("MonitoringRule"):
+        codes = tuple(sorted(str(c) for c in t.all(s, "loinc")))
         loincs.update(codes)
-        add(
-            "monitoring",
-            applies(s),
-            Rule(
-                compact(str(s)),
-                "monitoring",
-                sources(s),
-                message=str(lit(s, "message", "")),
-                loincs=codes,
-                max_age_days=num(s, "maxAgeDays"),
-            ),
-        )
+        add("monitoring", applies(s), Rule(s, "monitoring", sources(s), message=t.text(s, "message"), loincs=codes,
+                                           max_age_days=t.num(s, "maxAgeDays")))
     kb.monitoring_loincs = frozenset(loincs)
     kb.by_ingredient = {k: {i: tuple(v) for i, v in d.items()} for k, d in per.items()}
 
     # cross-sensitivity: allergen ingredient -> (target ingredients, rule)
     xs: dict[str, list[tuple[frozenset[str], Rule]]] = {}
-    for s in g.subjects(RDF.type, CA("CrossSensitivity")):
-        allergen = [compact(str(o)) for o in g.objects(s, CA("allergen"))]
-        target = [compact(str(o)) for o in g.objects(s, CA("target"))]
+    for s in t.of_type("CrossSensitivity"):
+        allergen, target = t.all(s, "allergen"), t.all(s, "target")
         if not allergen or not target:
             continue
-        rule = Rule(
-            compact(str(s)),
-            "xsens",
-            sources(s),
-            message=str(lit(s, "message", "")),
-            action=str(lit(s, "action", "")),
-            a=label_of(allergen[0]),
-            b=label_of(target[0]),
-        )
-        targets = frozenset().union(*(kb.members(t) for t in target))
+        facts_per_kind["xsens"] = facts_per_kind.get("xsens", 0) + 1
+        rule = Rule(s, "xsens", sources(s), message=t.text(s, "message"), action=t.text(s, "action"),
+                    a=label_of(allergen[0]), b=label_of(target[0]))
+        targets = frozenset().union(*(kb.members(x) for x in target))
         for al in allergen:
             for i in kb.members(al):
                 xs.setdefault(i, []).append((targets, rule))
     kb.xsens = {k: tuple(v) for k, v in xs.items()}
     kb.stats = {
-        "triples": len(g),
-        "ingredients": len(kb.ingredients),
-        "classes": len(kb.classes),
-        "products": len(kb.products),
-        "interaction_facts": sum(1 for _ in g.subjects(RDF.type, CA("Interaction"))),
+        "triples": t.count, "ingredients": len(kb.ingredients), "classes": len(kb.classes),
+        "products": len(kb.products), "interaction_facts": len(t.of_type("Interaction")),
         "interaction_pairs": len(kb.interactions),
-        **{f"{k}_rules": sum(len(v) for v in d.values()) for k, d in per.items()},
+        **{f"{k}_facts": n for k, n in sorted(facts_per_kind.items())},
     }
     return kb

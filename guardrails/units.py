@@ -82,7 +82,10 @@ def build_table() -> dict[str, tuple[str, float]]:
     """Compute the factor of every alias to its dimension's base unit with pint. Run at knowledge compile time."""
     import pint
 
-    ureg = pint.UnitRegistry()
+    try:  # pint caches its parsed definitions on disk: 0.15 s -> 0.02 s for the registry
+        ureg = pint.UnitRegistry(cache_folder=":auto:")
+    except Exception:
+        ureg = pint.UnitRegistry()
     base_q = {"mass": ureg.Quantity(1, "milligram"), "volume": ureg.Quantity(1, "milliliter")}
     table: dict[str, tuple[str, float]] = {}
     for alias, (dim, expr) in _ALIASES.items():
