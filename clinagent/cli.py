@@ -22,11 +22,14 @@ def _as_of(value: str | None) -> date | None:
 def cmd_check(args: argparse.Namespace) -> int:
     from guardrails import gate, load_knowledge
 
-    from .record import Staleness, load_orders, load_record
+    from .record import Staleness, load_orders, load_record  # noqa: F811
 
     rec = load_record(args.patient, args.patient_id)
     orders = load_orders(args.order)
-    staleness = Staleness()
+    staleness = Staleness(
+        weight_days=args.weight_max_age, child_weight_days=args.child_weight_max_age, renal_days=args.renal_max_age,
+        lab_days=args.lab_max_age,
+    )
     facts = rec.facts(args.as_of, staleness)
     kb = load_knowledge()
     verdicts = [gate(o, facts, kb) for _, o in orders]
@@ -74,6 +77,8 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .record import Staleness
+
     p = argparse.ArgumentParser(
         prog="clinagent", description="Clinical decision support behind deterministic safety gates."
     )
@@ -84,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the Verdict as JSON (a list for a Bundle of orders)")
     c.add_argument("--as-of", type=_as_of, default=None, help="reason as of this date (YYYY-MM-DD; default today)")
     c.add_argument("--patient-id", default=None, help="which patient, when the input holds several")
+    d = Staleness()
+    c.add_argument("--weight-max-age", type=int, default=d.weight_days, metavar="DAYS",
+                   help=f"an adult weight older than this is stale (default {d.weight_days})")
+    c.add_argument("--child-weight-max-age", type=int, default=d.child_weight_days, metavar="DAYS",
+                   help=f"a weight of a patient under 18 older than this is stale (default {d.child_weight_days})")
+    c.add_argument("--renal-max-age", type=int, default=d.renal_days, metavar="DAYS",
+                   help=f"creatinine/eGFR older than this is stale (default {d.renal_days})")
+    c.add_argument("--lab-max-age", type=int, default=d.lab_days, metavar="DAYS",
+                   help=f"other labs (potassium, INR, ...) older than this are stale (default {d.lab_days})")
     c.set_defaults(func=cmd_check)
     k = sub.add_parser("knowledge", help="compile the knowledge base and print its version and counts")
     k.add_argument("--no-cache", action="store_true", help="compile from the Turtle even if a cache exists")

@@ -47,6 +47,7 @@ class Ingredient:
     classes: frozenset[str]  # every class, transitively ("cls:...")
     high_alert: bool
     sources: Sources
+    rxcui_verified: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +368,7 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         name = str(t.one(iid, _LABEL, iid.split(":", 1)[1].replace("_", " ")))
         rx = t.text(iid, "rxcui")
         kb.ingredients[iid] = Ingredient(iid, name, rx, frozenset(closure), bool(t.one(iid, "highAlert", False)),
-                                         sources(iid))
+                                         sources(iid), t.one(iid, "rxcuiStatus") != "unverified")
         if rx:
             kb.rxcui_ingredient[rx] = iid
         for n in [name, iid.split(":", 1)[1].replace("_", " "), *t.all(iid, "synonym"), *t.all(iid, "brand")]:
@@ -510,6 +511,7 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         "triples": t.count, "ingredients": len(kb.ingredients), "classes": len(kb.classes),
         "products": len(kb.products), "interaction_facts": len(t.of_type("Interaction")),
         "interaction_pairs": len(kb.interactions),
+        "rxcui_unverified": sum(not i.rxcui_verified for i in kb.ingredients.values()),
         **{f"{k}_facts": n for k, n in sorted(facts_per_kind.items())},
     }
     return kb

@@ -20,6 +20,7 @@ class ResolvedDrug:
     product: Product | None
     how: str  # how it was resolved, for the evidence
     unresolved: tuple[str, ...] = ()  # component names that did not resolve
+    conflict: str = ""  # the code and the name point at different drugs: both are checked, and an order is blocked
 
 
 def _product_from_name(text: str, kb: Knowledge) -> tuple[Product | None, tuple[str, ...]]:
@@ -66,7 +67,27 @@ def _names_list(text: str, kb: Knowledge) -> tuple[list[str], list[str]]:
 def resolve_drug(codes: tuple[Code, ...], text: str, kb: Knowledge) -> ResolvedDrug | None:
     """RxNorm code first, then name/synonym/brand, then the RxNorm-style product name. None if nothing resolves.
 
-    A text that parses as an RxNorm-style product name skips the name step, so its strengths are not lost."""
+    When both a code and a name resolve and they name disjoint ingredients (a wrong code in the order or in the
+    knowledge base), the result carries both sets of ingredients and a ``conflict``: never silently the code's."""
+    names = [c.display for c in codes if c.display] + ([text] if text else [])
+    coded = _by_code(codes, kb)
+    named = _by_name(names, kb)
+    if coded is None:
+        return named
+    if named is None and coded.product is None and not kb.ingredients[coded.ingredients[0]].rxcui_verified:
+        ing = kb.ingredients[coded.ingredients[0]]
+        return ResolvedDrug(coded.ingredients, None, coded.how + ", code not yet verified",
+                            conflict=f"RxNorm {ing.rxcui} is recorded for {ing.name} but that code is not yet verified "
+                            "against RxNorm, and the order gives no name to confirm it")
+    if named is not None and not named.unresolved and set(named.ingredients).isdisjoint(coded.ingredients):
+        both = tuple(dict.fromkeys(coded.ingredients + named.ingredients))
+        said = lambda d: ", ".join(kb.ingredients[i].name for i in d.ingredients)  # noqa: E731
+        return ResolvedDrug(both, coded.product, f"{coded.how} and {named.how}",
+                            conflict=f"the code means {said(coded)} but the name means {said(named)}")
+    return coded
+
+
+def _by_code(codes: tuple[Code, ...], kb: Knowledge) -> ResolvedDrug | None:
     for c in codes:
         if c.system != RXNORM:
             continue
@@ -77,8 +98,12 @@ def resolve_drug(codes: tuple[Code, ...], text: str, kb: Knowledge) -> ResolvedD
             )
         iid = kb.rxcui_ingredient.get(c.code)
         if iid:
-            return ResolvedDrug((iid,), None, f"RxNorm {c.code} (ingredient)")
-    names = [c.display for c in codes if c.display] + ([text] if text else [])
+            unverified = "" if kb.ingredients[iid].rxcui_verified else ", code not yet verified"
+            return ResolvedDrug((iid,), None, f"RxNorm {c.code} (ingredient{unverified})")
+    return None
+
+
+def _by_name(names: list[str], kb: Knowledge) -> ResolvedDrug | None:
     for n in names:
         if parse_product_name(n) is not None:
             continue  # a product name: the parser below keeps its strengths and dose form

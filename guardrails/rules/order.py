@@ -20,6 +20,14 @@ def check_resolution(ctx: Context) -> Iterator[Finding]:
             "medicationCodeableConcept",
         )
         return
+    if ctx.drug.conflict:
+        yield ctx.finding(
+            "unverifiable",
+            "block",
+            f"The drug cannot be confirmed: {ctx.drug.conflict}. Everything it could be was checked; fix the order.",
+            (Evidence("order", o.ref or "order", named),),
+            "medicationCodeableConcept",
+        )
     if ctx.drug.unresolved:
         yield ctx.finding(
             "unverifiable",
