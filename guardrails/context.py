@@ -94,7 +94,8 @@ _NON_DRUG_ALLERGY = frozenset({"food", "environment", "biologic"})
 
 def prepare(facts: PatientFacts, kb: Knowledge) -> PreparedPatient:
     """Resolve the patient's medications and allergies once per knowledge version; cached on the facts."""
-    key = ("prepared", kb.version)
+    # Keyed by the knowledge and by the identity of the lists it resolves: replacing a list re-prepares.
+    key = ("prepared", kb.version, id(facts.medications), id(facts.allergies), id(facts.conditions))
     hit = facts._cache.get(key)
     if hit is not None:
         return hit

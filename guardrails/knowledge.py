@@ -156,6 +156,7 @@ class Knowledge:
     duplicate_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ingredient -> duplicate classes
     allergy_groups: dict[str, frozenset[str]] = field(default_factory=dict)  # ingredient -> allergy-group classes
     evidence_cache: dict[str, Any] = field(default_factory=dict, repr=False)  # rule iri -> Evidence, filled lazily
+    resolve_cache: dict[Any, Any] = field(default_factory=dict, repr=False)  # (codes, text) -> ResolvedDrug
     by_ingredient: dict[str, dict[str, tuple[Rule, ...]]] = field(default_factory=dict)  # kind -> id -> rules
     xsens: dict[str, tuple[tuple[frozenset[str], Rule], ...]] = field(default_factory=dict)
     unit_table: dict[str, tuple[str, float]] = field(default_factory=dict)

@@ -97,7 +97,7 @@ class ParsedProduct:
 
 def parse_product_name(text: str) -> ParsedProduct | None:
     """Parse an RxNorm SCD/SBD-style name; None when the text does not follow that grammar."""
-    s = " ".join(text.split())
+    s = re.sub(r"\s+per\s+", "/", " ".join(text.split()), flags=re.IGNORECASE)  # "42.9 MG per 5 ML"
     brand = None
     m = re.search(r"\[([^\]]+)\]\s*$", s)
     if m:

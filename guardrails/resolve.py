@@ -69,8 +69,26 @@ def resolve_drug(codes: tuple[Code, ...], text: str, kb: Knowledge) -> ResolvedD
 
     When both a code and a name resolve and they name disjoint ingredients (a wrong code in the order or in the
     knowledge base), the result carries both sets of ingredients and a ``conflict``: never silently the code's."""
+    key = (codes, text)
+    hit = kb.resolve_cache.get(key, _MISS)
+    if hit is not _MISS:
+        return hit
+    result = _resolve(codes, text, kb)
+    if len(kb.resolve_cache) < 50_000:  # a pure function of its inputs: memoised per knowledge base, bounded
+        kb.resolve_cache[key] = result
+    return result
+
+
+_MISS = object()
+
+
+def _resolve(codes: tuple[Code, ...], text: str, kb: Knowledge) -> ResolvedDrug | None:
     names = [c.display for c in codes if c.display] + ([text] if text else [])
     coded = _by_code(codes, kb)
+    if coded is not None and coded.product is not None:
+        # a name that is the product's own RxNorm name cannot disagree with it: skip re-parsing it
+        own = normalize(coded.product.name)
+        names = [n for n in names if normalize(n) != own]
     named = _by_name(names, kb)
     if coded is None:
         return named
