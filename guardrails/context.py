@@ -8,7 +8,7 @@ from . import units
 from .findings import Evidence, Finding
 from .knowledge import Knowledge, Rule
 from .resolve import Amount, ResolvedDrug, resolve_concept, resolve_drug
-from .sources import ActiveMedication, Allergy, Condition, MedicationOrder, PatientFacts
+from .sources import ActiveMedication, Allergy, Condition, MedicationOrder, PatientFacts, display_name
 
 ROUTE_CODES = {  # SNOMED CT route of administration -> route name used by the knowledge base
     "26643006": "oral",
@@ -105,7 +105,7 @@ def prepare(facts: PatientFacts, kb: Knowledge) -> PreparedPatient:
         if d is None:
             unresolved.append(m)
         else:
-            label = m.text or next((c.display for c in m.codes if c.display), "")
+            label = display_name(m.text, m.codes)
             meds.append(
                 PreparedMed(m, frozenset(d.ingredients), Evidence("fhir", m.ref, f"active medication: {label}"))
             )
@@ -116,7 +116,7 @@ def prepare(facts: PatientFacts, kb: Knowledge) -> PreparedPatient:
             if not (set(a.category) & _NON_DRUG_ALLERGY) or "medication" in a.category:
                 unmapped.append(a)
             continue
-        label = a.text or next((c.display for c in a.codes if c.display), r[1])
+        label = display_name(a.text, a.codes, r[1])
         crit = f", criticality {a.criticality}" if a.criticality else ""
         allergies.append(
             PreparedAllergy(a, r[0], r[1], r[2], Evidence("fhir", a.ref, f"allergy: {label}{crit} (matched by {r[2]})"))

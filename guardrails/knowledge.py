@@ -302,7 +302,9 @@ class _Triples:
                 key = compact(s.value) if isinstance(s, ox.NamedNode) else s
                 if isinstance(o, ox.Literal):
                     dt = o.datatype.value
-                    val = (o.value == "true") if dt == _XSD + "boolean" else float(o.value) if dt in _NUMERIC else o.value
+                    val = (
+                        (o.value == "true") if dt == _XSD + "boolean" else float(o.value) if dt in _NUMERIC else o.value
+                    )
                 elif isinstance(o, ox.NamedNode):
                     val = compact(o.value)
                 else:
@@ -368,8 +370,15 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
             members.setdefault(c, set()).add(iid)
         name = str(t.one(iid, _LABEL, iid.split(":", 1)[1].replace("_", " ")))
         rx = t.text(iid, "rxcui")
-        kb.ingredients[iid] = Ingredient(iid, name, rx, frozenset(closure), bool(t.one(iid, "highAlert", False)),
-                                         sources(iid), t.one(iid, "rxcuiStatus") != "unverified")
+        kb.ingredients[iid] = Ingredient(
+            iid,
+            name,
+            rx,
+            frozenset(closure),
+            bool(t.one(iid, "highAlert", False)),
+            sources(iid),
+            t.one(iid, "rxcuiStatus") != "unverified",
+        )
         if rx:
             kb.rxcui_ingredient[rx] = iid
         for n in [name, iid.split(":", 1)[1].replace("_", " "), *t.all(iid, "synonym"), *t.all(iid, "brand")]:
@@ -379,9 +388,14 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
     kb.names = {n: tuple(sorted(ids)) for n, ids in names.items()}
     for cid in class_nodes:
         label = str(t.one(cid, _LABEL, cid))
-        kb.classes[cid] = DrugClass(cid, label, bool(t.one(cid, "allergyGroup", False)),
-                                    bool(t.one(cid, "duplicateGroup", False)), frozenset(members.get(cid, ())),
-                                    sources(cid))
+        kb.classes[cid] = DrugClass(
+            cid,
+            label,
+            bool(t.one(cid, "allergyGroup", False)),
+            bool(t.one(cid, "duplicateGroup", False)),
+            frozenset(members.get(cid, ())),
+            sources(cid),
+        )
         for n in [label, cid.split(":", 1)[1].replace("_", " "), *t.all(cid, "synonym")]:
             kb.class_names.setdefault(normalize(str(n)), cid)
         for code in t.all(cid, "snomed"):
@@ -406,14 +420,21 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         comps = []
         for c in t.all(s, "component"):
             iid = t.one(c, "ingredient", "")
-            comps.append(Component(
-                iid, kb.ingredients[iid].name if iid in kb.ingredients else t.text(c, "name"),
-                t.num(c, "strength"), t.one(c, "strengthUnit"), t.num(c, "perVolume"), t.one(c, "perUnit"),
-            ))
+            comps.append(
+                Component(
+                    iid,
+                    kb.ingredients[iid].name if iid in kb.ingredients else t.text(c, "name"),
+                    t.num(c, "strength"),
+                    t.one(c, "strengthUnit"),
+                    t.num(c, "perVolume"),
+                    t.one(c, "perUnit"),
+                )
+            )
         form = t.text(s, "doseForm")
         routes = frozenset(str(r) for r in t.all(s, "route")) or routes_for_dose_form(form)
-        kb.products[rx] = Product(rx, str(t.one(s, _LABEL, rx)), tuple(sorted(comps, key=lambda c: c.name)),
-                                  form, routes, sources(s))
+        kb.products[rx] = Product(
+            rx, str(t.one(s, _LABEL, rx)), tuple(sorted(comps, key=lambda c: c.name)), form, routes, sources(s)
+        )
 
     # interactions, expanded to ingredient pairs
     pairs: dict[tuple[str, str], list[Rule]] = {}
@@ -422,8 +443,15 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         if not a or not b:
             continue
         rule = Rule(
-            s, "interaction", sources(s), severity=t.text(s, "severity"), a=label_of(a[0]), b=label_of(b[0]),
-            effect=t.text(s, "effect"), mechanism=t.text(s, "mechanism"), management=t.text(s, "management"),
+            s,
+            "interaction",
+            sources(s),
+            severity=t.text(s, "severity"),
+            a=label_of(a[0]),
+            b=label_of(b[0]),
+            effect=t.text(s, "effect"),
+            mechanism=t.text(s, "mechanism"),
+            management=t.text(s, "management"),
             onc=bool(t.one(s, "oncHighPriority", False)),
         )
         ma = set().union(*(kb.members(x) for x in a))
@@ -438,7 +466,8 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         kb.partners.setdefault(y, {})[x] = rules
     for iid, ing in kb.ingredients.items():
         kb.duplicate_groups[iid] = tuple(
-            sorted(c for c in ing.classes if c in kb.classes and kb.classes[c].duplicate_group))
+            sorted(c for c in ing.classes if c in kb.classes and kb.classes[c].duplicate_group)
+        )
         kb.allergy_groups[iid] = frozenset(c for c in ing.classes if c in kb.classes and kb.classes[c].allergy_group)
 
     # per-ingredient rules
@@ -451,46 +480,113 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
             per.setdefault(kind, {}).setdefault(i, []).append(rule)
 
     for s in t.of_type("DoseLimit"):
-        add("dose", applies(s, "drug"), Rule(
-            s, "dose", sources(s), route=t.one(s, "route"), min_age=t.num(s, "minAgeYears") or 0.0,
-            max_age=t.num(s, "maxAgeYears"), dose_unit=str(t.one(s, "doseUnit", "mg")), max_single=t.num(s, "maxSingle"),
-            max_daily=t.num(s, "maxDaily"), max_weekly=t.num(s, "maxWeekly"), usual_min_single=t.num(s, "usualMinSingle"),
-            max_single_per_kg=t.num(s, "maxSinglePerKg"), max_daily_per_kg=t.num(s, "maxDailyPerKg"),
-            schedule=t.one(s, "schedule"), message=t.text(s, "message"),
-        ))
+        add(
+            "dose",
+            applies(s, "drug"),
+            Rule(
+                s,
+                "dose",
+                sources(s),
+                route=t.one(s, "route"),
+                min_age=t.num(s, "minAgeYears") or 0.0,
+                max_age=t.num(s, "maxAgeYears"),
+                dose_unit=str(t.one(s, "doseUnit", "mg")),
+                max_single=t.num(s, "maxSingle"),
+                max_daily=t.num(s, "maxDaily"),
+                max_weekly=t.num(s, "maxWeekly"),
+                usual_min_single=t.num(s, "usualMinSingle"),
+                max_single_per_kg=t.num(s, "maxSinglePerKg"),
+                max_daily_per_kg=t.num(s, "maxDailyPerKg"),
+                schedule=t.one(s, "schedule"),
+                message=t.text(s, "message"),
+            ),
+        )
     for s in t.of_type("RenalRule"):
-        add("renal", applies(s), Rule(
-            s, "renal", sources(s), message=t.text(s, "message"), action=t.text(s, "action"),
-            measure=str(t.one(s, "measure", "eGFR")), at_least=t.num(s, "atLeast") or 0.0, below=t.num(s, "below"),
-            max_daily=t.num(s, "maxDaily"), dose_unit=str(t.one(s, "doseUnit", "mg")),
-            max_daily_per_kg=t.num(s, "maxDailyPerKg"),
-        ))
+        add(
+            "renal",
+            applies(s),
+            Rule(
+                s,
+                "renal",
+                sources(s),
+                message=t.text(s, "message"),
+                action=t.text(s, "action"),
+                measure=str(t.one(s, "measure", "eGFR")),
+                at_least=t.num(s, "atLeast") or 0.0,
+                below=t.num(s, "below"),
+                max_daily=t.num(s, "maxDaily"),
+                dose_unit=str(t.one(s, "doseUnit", "mg")),
+                max_daily_per_kg=t.num(s, "maxDailyPerKg"),
+            ),
+        )
     for s in t.of_type("AgeRule"):
-        add("age", applies(s), Rule(
-            s, "age", sources(s), message=t.text(s, "message"), action=t.text(s, "action"),
-            min_age=t.num(s, "atLeastAgeYears") or 0.0, max_age=t.num(s, "belowAgeYears"),
-        ))
+        add(
+            "age",
+            applies(s),
+            Rule(
+                s,
+                "age",
+                sources(s),
+                message=t.text(s, "message"),
+                action=t.text(s, "action"),
+                min_age=t.num(s, "atLeastAgeYears") or 0.0,
+                max_age=t.num(s, "belowAgeYears"),
+            ),
+        )
     for s in t.of_type("Contraindication"):
-        add("dx", applies(s), Rule(
-            s, "dx", sources(s), message=t.text(s, "message"), action=t.text(s, "action"),
-            conditions=frozenset(str(c) for c in t.all(s, "condition")), condition_label=t.text(s, "conditionLabel"),
-        ))
+        add(
+            "dx",
+            applies(s),
+            Rule(
+                s,
+                "dx",
+                sources(s),
+                message=t.text(s, "message"),
+                action=t.text(s, "action"),
+                conditions=frozenset(str(c) for c in t.all(s, "condition")),
+                condition_label=t.text(s, "conditionLabel"),
+            ),
+        )
     for s in t.of_type("PregnancyRule"):
-        add("pregnancy", applies(s), Rule(s, "pregnancy", sources(s), message=t.text(s, "message"),
-                                          action=t.text(s, "action")))
+        add(
+            "pregnancy",
+            applies(s),
+            Rule(s, "pregnancy", sources(s), message=t.text(s, "message"), action=t.text(s, "action")),
+        )
     loincs: set[str] = set()
     for s in t.of_type("LabRule"):
         codes = tuple(sorted(str(c) for c in t.all(s, "loinc")))
         loincs.update(codes)
-        add("lab", applies(s), Rule(
-            s, "lab", sources(s), message=t.text(s, "message"), action=t.text(s, "action"), loincs=codes,
-            above=t.num(s, "above"), under=t.num(s, "under"), unit=t.text(s, "unit"),
-        ))
+        add(
+            "lab",
+            applies(s),
+            Rule(
+                s,
+                "lab",
+                sources(s),
+                message=t.text(s, "message"),
+                action=t.text(s, "action"),
+                loincs=codes,
+                above=t.num(s, "above"),
+                under=t.num(s, "under"),
+                unit=t.text(s, "unit"),
+            ),
+        )
     for s in t.of_type("MonitoringRule"):
         codes = tuple(sorted(str(c) for c in t.all(s, "loinc")))
         loincs.update(codes)
-        add("monitoring", applies(s), Rule(s, "monitoring", sources(s), message=t.text(s, "message"), loincs=codes,
-                                           max_age_days=t.num(s, "maxAgeDays")))
+        add(
+            "monitoring",
+            applies(s),
+            Rule(
+                s,
+                "monitoring",
+                sources(s),
+                message=t.text(s, "message"),
+                loincs=codes,
+                max_age_days=t.num(s, "maxAgeDays"),
+            ),
+        )
     kb.monitoring_loincs = frozenset(loincs)
     kb.by_ingredient = {k: {i: tuple(v) for i, v in d.items()} for k, d in per.items()}
 
@@ -501,16 +597,26 @@ def compile_knowledge(directory: Path, version: str | None = None) -> Knowledge:
         if not allergen or not target:
             continue
         facts_per_kind["xsens"] = facts_per_kind.get("xsens", 0) + 1
-        rule = Rule(s, "xsens", sources(s), message=t.text(s, "message"), action=t.text(s, "action"),
-                    a=label_of(allergen[0]), b=label_of(target[0]))
+        rule = Rule(
+            s,
+            "xsens",
+            sources(s),
+            message=t.text(s, "message"),
+            action=t.text(s, "action"),
+            a=label_of(allergen[0]),
+            b=label_of(target[0]),
+        )
         targets = frozenset().union(*(kb.members(x) for x in target))
         for al in allergen:
             for i in kb.members(al):
                 xs.setdefault(i, []).append((targets, rule))
     kb.xsens = {k: tuple(v) for k, v in xs.items()}
     kb.stats = {
-        "triples": t.count, "ingredients": len(kb.ingredients), "classes": len(kb.classes),
-        "products": len(kb.products), "interaction_facts": len(t.of_type("Interaction")),
+        "triples": t.count,
+        "ingredients": len(kb.ingredients),
+        "classes": len(kb.classes),
+        "products": len(kb.products),
+        "interaction_facts": len(t.of_type("Interaction")),
         "interaction_pairs": len(kb.interactions),
         "rxcui_unverified": sum(not i.rxcui_verified for i in kb.ingredients.values()),
         **{f"{k}_facts": n for k, n in sorted(facts_per_kind.items())},

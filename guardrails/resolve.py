@@ -94,14 +94,22 @@ def _resolve(codes: tuple[Code, ...], text: str, kb: Knowledge) -> ResolvedDrug 
         return named
     if named is None and coded.product is None and not kb.ingredients[coded.ingredients[0]].rxcui_verified:
         ing = kb.ingredients[coded.ingredients[0]]
-        return ResolvedDrug(coded.ingredients, None, coded.how + ", code not yet verified",
-                            conflict=f"RxNorm {ing.rxcui} is recorded for {ing.name} but that code is not yet verified "
-                            "against RxNorm, and the order gives no name to confirm it")
+        return ResolvedDrug(
+            coded.ingredients,
+            None,
+            coded.how + ", code not yet verified",
+            conflict=f"RxNorm {ing.rxcui} is recorded for {ing.name} but that code is not yet verified "
+            "against RxNorm, and the order gives no name to confirm it",
+        )
     if named is not None and not named.unresolved and set(named.ingredients).isdisjoint(coded.ingredients):
         both = tuple(dict.fromkeys(coded.ingredients + named.ingredients))
         said = lambda d: ", ".join(kb.ingredients[i].name for i in d.ingredients)  # noqa: E731
-        return ResolvedDrug(both, coded.product, f"{coded.how} and {named.how}",
-                            conflict=f"the code means {said(coded)} but the name means {said(named)}")
+        return ResolvedDrug(
+            both,
+            coded.product,
+            f"{coded.how} and {named.how}",
+            conflict=f"the code means {said(coded)} but the name means {said(named)}",
+        )
     return coded
 
 

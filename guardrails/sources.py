@@ -17,6 +17,11 @@ class Code:
     display: str = ""
 
 
+def display_name(text: str, codes: tuple[Code, ...], default: str = "") -> str:
+    """What to call a coded thing in a message: its text, else the first coding's display."""
+    return text or next((c.display for c in codes if c.display), default)
+
+
 @dataclass(frozen=True, slots=True)
 class Measured:
     """A dated numeric fact taken from one resource (or computed from one)."""

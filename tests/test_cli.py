@@ -177,8 +177,9 @@ def test_staleness_limits_are_settable(tmp_path):
     """The weight in the patient bundle is 31 days old at --as-of: current by default, stale with a 30-day limit."""
     p, o = patient_bundle(tmp_path, None), order(tmp_path)[0]
     fresh = json.loads(run("check", "--patient", str(p), "--order", str(o), "--json", "--as-of", "2026-11-01").stdout)
-    strict = run("check", "--patient", str(p), "--order", str(o), "--json", "--as-of", "2026-11-01",
-                 "--weight-max-age", "30")
+    strict = run(
+        "check", "--patient", str(p), "--order", str(o), "--json", "--as-of", "2026-11-01", "--weight-max-age", "30"
+    )
     assert fresh["allowed"] and strict.returncode in (0, 1)
     assert json.loads(strict.stdout) != fresh or True  # adult amoxicillin is not weight-based: verdict may be equal
     bad = run("check", "--patient", str(p), "--order", str(o), "--weight-max-age", "soon")

@@ -208,14 +208,28 @@ def test_liquid_volume_dose_uses_concentration(kb, ml):
 def test_code_and_name_that_disagree_block_and_both_drugs_are_checked(kb):
     # RxNorm 855332 is a warfarin product; the display names amoxicillin: a wrong code, or a wrong name
     pen = Allergy("AllergyIntolerance/a", (Code("rxnorm", "7984", "Penicillin V"),))
-    o = MedicationOrder("MedicationRequest/t", (Code("rxnorm", "855332", "Amoxicillin 500 MG Oral Capsule"),), "",
-                        Dose(1, ""), frequency=1, period=1, period_unit="d")
+    o = MedicationOrder(
+        "MedicationRequest/t",
+        (Code("rxnorm", "855332", "Amoxicillin 500 MG Oral Capsule"),),
+        "",
+        Dose(1, ""),
+        frequency=1,
+        period=1,
+        period_unit="d",
+    )
     v = gate(o, adult(allergies=(pen,)), kb)
     assert not v.allowed
     assert any("the code means warfarin but the name means amoxicillin" in f.message for f in v.findings)
     assert "drug-allergy" in cats(v)  # the name's drug was screened too
-    same = MedicationOrder("MedicationRequest/t", (Code("rxnorm", "855332", "Coumadin 5 mg tablet"),), "",
-                           Dose(1, ""), frequency=1, period=1, period_unit="d")
+    same = MedicationOrder(
+        "MedicationRequest/t",
+        (Code("rxnorm", "855332", "Coumadin 5 mg tablet"),),
+        "",
+        Dose(1, ""),
+        frequency=1,
+        period=1,
+        period_unit="d",
+    )
     assert not any("cannot be confirmed" in f.message for f in gate(same, adult(), kb).findings)
 
 
@@ -224,5 +238,15 @@ def test_an_unverified_ingredient_code_without_a_name_is_not_trusted(kb):
     o = MedicationOrder("MedicationRequest/t", (Code("rxnorm", unverified.rxcui, ""),), "", Dose(1, "mg"))
     v = gate(o, adult(), kb)
     assert not v.allowed and any("not yet verified" in f.message for f in v.findings)
-    named = MedicationOrder("MedicationRequest/t", (Code("rxnorm", unverified.rxcui, unverified.name),), "", Dose(1, "mg"))
+    named = MedicationOrder(
+        "MedicationRequest/t", (Code("rxnorm", unverified.rxcui, unverified.name),), "", Dose(1, "mg")
+    )
     assert not any("not yet verified" in f.message for f in gate(named, adult(), kb).findings)
+
+
+def test_the_most_severe_cross_sensitivity_wins(kb):
+    """Cephalexin is both a 1st-generation cephalosporin (caution after penicillin allergy) and shares the
+    aminopenicillin R1 side chain (contraindicated): the block must win, whatever the order of the facts."""
+    pen = Allergy("AllergyIntolerance/a", (Code("rxnorm", "7984", "Penicillin V"),))
+    v = gate(order(text="cephalexin", value=500, unit="mg", freq=4), adult(allergies=(pen,)), kb)
+    assert "drug-allergy" in cats(v)

@@ -179,10 +179,17 @@ def test_the_fast_parser_sees_the_same_triples_as_rdflib(graph):
         if isinstance(term, Literal):
             return ("lit", str(term), str(term.datatype or ""))
         if isinstance(term, ox.Literal):
-            return ("lit", term.value, term.datatype.value if term.datatype.value != "http://www.w3.org/2001/XMLSchema#string" else "")
+            return (
+                "lit",
+                term.value,
+                term.datatype.value if term.datatype.value != "http://www.w3.org/2001/XMLSchema#string" else "",
+            )
         return getattr(term, "value", str(term))
 
-    ours = {(norm(t.subject), norm(t.predicate), norm(t.object))
-            for p in sorted(DEFAULT_DIR.glob("*.ttl")) for t in ox.parse(path=str(p), format=ox.RdfFormat.TURTLE)}
+    ours = {
+        (norm(t.subject), norm(t.predicate), norm(t.object))
+        for p in sorted(DEFAULT_DIR.glob("*.ttl"))
+        for t in ox.parse(path=str(p), format=ox.RdfFormat.TURTLE)
+    }
     theirs = {(norm(s), str(p), norm(o)) for s, p, o in graph}
     assert ours == theirs

@@ -29,7 +29,7 @@ UREG = pint.UnitRegistry()
         ("Insulin Lispro 100 UNT/ML Injectable Solution [Humalog]", [("Insulin Lispro", 100.0, "[iU]", 1.0, "mL")]),
         ("Potassium Chloride 20 MEQ Extended Release Oral Tablet", [("Potassium Chloride", 20.0, "meq", None, None)]),
         ("Levothyroxine Sodium 0.075 MG Oral Tablet", [("Levothyroxine Sodium", 0.075, "mg", None, None)]),
-    ("Ondansetron 4 MG per 5 ML Oral Solution", [("Ondansetron", 4.0, "mg", 5.0, "mL")]),
+        ("Ondansetron 4 MG per 5 ML Oral Solution", [("Ondansetron", 4.0, "mg", 5.0, "mL")]),
     ],
 )
 def test_parse_product_name(text, expected):

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 from ..context import Context
 from ..findings import Evidence, Finding
+from ..knowledge import Knowledge, Rule
+from ..sources import display_name
 
 
 def check_allergy(ctx: Context) -> Iterator[Finding]:
@@ -35,27 +37,27 @@ def check_allergy(ctx: Context) -> Iterator[Finding]:
                     "medicationCodeableConcept",
                 )
                 continue
-            for allergen in a.ingredients:
-                for targets, rule in kb.xsens.get(allergen, ()):
-                    if ing in targets:
-                        sev = "block" if rule.action == "contraindicated" else "warn"
-                        yield ctx.finding(
-                            "drug-allergy",
-                            sev,
-                            f"{ingredient.name}: documented cross-sensitivity with the patient's allergy "
-                            f"({rule.a} -> {rule.b}). {rule.message}".strip(),
-                            (ev, ctx.fact(rule)),
-                            "medicationCodeableConcept",
-                        )
-                        break
-                else:
-                    continue
-                break
+            rule = _cross_sensitivity(kb, a.ingredients, ing)
+            if rule is not None:
+                yield ctx.finding(
+                    "drug-allergy",
+                    "block" if rule.action == "contraindicated" else "warn",
+                    f"{ingredient.name}: documented cross-sensitivity with the patient's allergy "
+                    f"({rule.a} -> {rule.b}). {rule.message}".strip(),
+                    (ev, ctx.fact(rule)),
+                    "medicationCodeableConcept",
+                )
     for a in ctx.patient.unmapped_allergies:
-        label = a.text or next((c.display for c in a.codes if c.display), "unnamed")
+        label = display_name(a.text, a.codes, "unnamed")
         yield ctx.finding(
             "drug-allergy",
             "warn",
             f"A recorded allergy ('{label}') could not be mapped to the knowledge base; check it by hand.",
             (Evidence("fhir", a.ref, f"allergy: {label}"),),
         )
+
+
+def _cross_sensitivity(kb: Knowledge, allergens: frozenset[str], ingredient: str) -> Rule | None:
+    """The most severe documented cross-sensitivity from any allergen to the ingredient (contraindicated first)."""
+    found = [rule for a in allergens for targets, rule in kb.xsens.get(a, ()) if ingredient in targets]
+    return min(found, key=lambda r: (r.action != "contraindicated", r.iri), default=None)

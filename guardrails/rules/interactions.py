@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from ..context import Context
 from ..findings import Evidence, Finding
+from ..sources import display_name
 
 _SEVERITY = {"contraindicated": "block", "major": "warn", "moderate": "warn"}
 
@@ -45,7 +46,7 @@ def check_interactions(ctx: Context) -> Iterator[Finding]:
     for m in ctx.patient.unresolved_meds:
         if m.ref == ctx.order.ref:
             continue
-        label = m.text or next((c.display for c in m.codes if c.display), "unnamed")
+        label = display_name(m.text, m.codes, "unnamed")
         yield ctx.finding(
             "drug-drug",
             "info",
