@@ -43,6 +43,11 @@ LABS = {
     "3016-3": "m[IU]/L",  # TSH
     "4548-4": "%",  # HbA1c
     "14334-7": "mmol/L",  # lithium
+    "8480-6": "mm[Hg]",  # systolic blood pressure (a component of the BP panel)
+    "8462-4": "mm[Hg]",  # diastolic blood pressure
+    "18262-6": "mg/dL",  # LDL cholesterol (direct)
+    "13457-7": "mg/dL",  # LDL cholesterol (calculated)
+    "2093-3": "mg/dL",  # total cholesterol
     "10535-3": "ng/mL",  # digoxin
     "2160-0": "mg/dL",
     "38483-4": "mg/dL",
@@ -53,7 +58,8 @@ LABS = {
     "98979-8": "mL/min/{1.73_m2}",
     "69405-9": "mL/min/{1.73_m2}",
 }
-USED_LOINC = frozenset(LABS) | frozenset(WEIGHT) | frozenset(HEIGHT) | {PREGNANCY_STATUS}
+BP_PANELS = frozenset({"85354-9", "55284-4"})
+USED_LOINC = frozenset(LABS) | frozenset(WEIGHT) | frozenset(HEIGHT) | {PREGNANCY_STATUS} | BP_PANELS
 USED_TYPES = frozenset(
     {
         "Patient",
@@ -226,6 +232,38 @@ class PatientRecord:
     def resolve(self, reference: str) -> dict | None:
         return self.by_ref.get(reference)
 
+    def observations(self) -> list[tuple[str, date, dict]]:
+        """(LOINC, date, observation) for every usable observation, blood-pressure panels split into their
+        components (each component keeps the panel as its source)."""
+        cached = self.__dict__.get("_observations")
+        if cached is not None:
+            return cached
+        out = []
+        for o in self.resources("Observation"):
+            if o.get("status") not in ("final", "amended", "corrected", "preliminary"):
+                continue
+            code, when = _loinc(o), _obs_date(o)
+            if code is None or when is None:
+                continue
+            if code in BP_PANELS:
+                for comp in o.get("component") or []:
+                    ccode = next((c.get("code") for c in (comp.get("code") or {}).get("coding") or []
+                                  if c.get("system") == LOINC_URI and c.get("code") in LABS), None)
+                    if ccode and comp.get("valueQuantity"):
+                        out.append((ccode, when, {**o, "valueQuantity": comp["valueQuantity"]}))
+                continue
+            out.append((code, when, o))
+        self.__dict__["_observations"] = out
+        return out
+
+    def series(self, code: str, as_of: date) -> list[tuple[date, float, str, str]]:
+        """(date, value, unit, reference) of one LOINC code up to ``as_of``, oldest first."""
+        rows = []
+        for c, when, o in self.observations():
+            if c == code and when <= as_of and (q := _quantity(o)):
+                rows.append((when, q[0], q[1], self.ref(o)))
+        return sorted(rows)
+
     def facts(self, as_of: date | None = None, staleness: Staleness = Staleness()) -> PatientFacts:
         return build_facts(self, as_of or datetime.now(UTC).date(), staleness)
 
@@ -337,11 +375,8 @@ def build_facts(rec: PatientRecord, as_of: date, st: Staleness) -> PatientFacts:
         return when is None or (as_of - when).days > days or when > as_of
 
     latest: dict[str, tuple[date, dict]] = {}
-    for o in rec.resources("Observation"):
-        if o.get("status") not in ("final", "amended", "corrected", "preliminary"):
-            continue
-        code, when = _loinc(o), _obs_date(o)
-        if code is None or when is None or when > as_of:
+    for code, when, o in rec.observations():
+        if when > as_of:
             continue
         if code not in latest or when > latest[code][0]:
             latest[code] = (when, o)

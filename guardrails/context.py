@@ -160,6 +160,7 @@ class Context:
     per_day: float | None = None  # doses in 24 h (worst case)
     per_day_how: str = ""
     rule_id: str = ""  # set by the engine before each rule runs
+    consulted: dict[str, Evidence] = field(default_factory=dict)  # ontology facts the rules applied, by IRI
     age: float | None = None  # years at facts.as_of
 
     def finding(self, category: str, severity: str, message: str, evidence: tuple = (), path: str = "") -> Finding:
@@ -177,6 +178,10 @@ class Context:
         o = self.order
         dose = f"{o.dose.value:g} {o.dose.unit or 'unit(s)'}" if o.dose else "no dose"
         return Evidence("order", o.ref or "order", f"{dose}, {self.per_day_how}")
+
+    def consult(self, rule: Rule) -> None:
+        """Record that a rule applied this fact to the order (shown as "what was checked", finding or not)."""
+        self.consulted.setdefault(rule.iri, self.fact(rule))
 
     def fact(self, rule: Rule) -> Evidence:
         ev = self.kb.evidence_cache.get(rule.iri)

@@ -46,4 +46,9 @@ def gate(order: MedicationOrder, facts: PatientFacts, knowledge: Knowledge) -> V
             )
     ranked = rank(findings)
     allowed = not any(f.severity == "block" for f in ranked)
-    return Verdict(allowed, tuple(ranked), knowledge.version, order.ref, _RULE_IDS)
+    consulted = dict(ctx.consulted)
+    for f in ranked:
+        for e in f.evidence:
+            if e.kind == "ontology":
+                consulted.setdefault(e.ref, e)
+    return Verdict(allowed, tuple(ranked), knowledge.version, order.ref, _RULE_IDS, tuple(consulted.values()))

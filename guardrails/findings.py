@@ -82,6 +82,7 @@ class Verdict:
     knowledge_version: str
     order_ref: str = ""
     rules_evaluated: tuple[str, ...] = field(default=())
+    facts_consulted: tuple[Evidence, ...] = field(default=())  # ontology facts applied, whether or not they fired
 
     @property
     def blocked(self) -> bool:
@@ -94,4 +95,5 @@ class Verdict:
             "knowledge_version": self.knowledge_version,
             "order": self.order_ref,
             "rules_evaluated": list(self.rules_evaluated),
+            "facts_consulted": [e.as_dict() for e in self.facts_consulted],
         }

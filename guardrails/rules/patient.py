@@ -33,6 +33,7 @@ def check_renal(ctx: Context) -> Iterator[Finding]:
         name = ctx.name(ing)
         missing_reported = False
         for r in rules:
+            ctx.consult(r)
             value, note = _renal_value(ctx, r.measure)
             if value is None or value.stale:
                 if not missing_reported:
@@ -97,6 +98,7 @@ def check_age(ctx: Context) -> Iterator[Finding]:
         return
     for ing in ctx.drug.ingredients:
         for r in ctx.kb.rules("age", ing):
+            ctx.consult(r)
             if age >= r.min_age and (r.max_age is None or age < r.max_age):
                 ev = (
                     Evidence("fhir", ctx.facts.patient_ref, f"age {age:.1f} y (birthDate, as of {ctx.facts.as_of})"),
@@ -115,6 +117,7 @@ def check_diagnosis(ctx: Context) -> Iterator[Finding]:
         return
     for ing in ctx.drug.ingredients:
         for r in ctx.kb.rules("dx", ing):
+            ctx.consult(r)
             hits = [c for c in r.conditions if c in ctx.patient.conditions]
             if not hits:
                 continue
@@ -147,6 +150,7 @@ def check_labs(ctx: Context) -> Iterator[Finding]:
         return
     for ing in ctx.drug.ingredients:
         for r in ctx.kb.rules("lab", ing):
+            ctx.consult(r)
             lab = _latest(ctx, r.loincs)
             if lab is None or lab.stale:
                 continue  # a missing lab is the monitoring rule's business
