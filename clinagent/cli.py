@@ -67,6 +67,77 @@ def _print_verdict(resource: dict, v, facts) -> None:
     print()
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from .record import load_record
+    from .review import run_review, to_fhir
+
+    rec = load_record(args.bundle, args.patient_id)
+    review = run_review(rec, model=args.model, as_of=args.as_of)
+    if args.fhir_out:
+        from pathlib import Path
+
+        out = Path(args.fhir_out)
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / f"review-{review.run_id}.json"
+        target.write_text(json.dumps(to_fhir(review), indent=2))
+        print(f"FHIR bundle written to {target}", file=sys.stderr)
+    if args.json:
+        sys.stdout.write(review.model_dump_json(indent=2) + "\n")
+    else:
+        _print_review(review)
+    return EXIT_OK if not review.error else EXIT_BLOCKED
+
+
+def _print_review(r) -> None:
+    print(f"Review of {r.patient} as of {r.as_of}")
+    print(f"Model: {r.model} ({r.model_kind}); knowledge {r.knowledge_version[:12]}; run {r.run_id}")
+    if r.notice:
+        print(f"NOTICE: {r.notice}")
+    if r.error:
+        print(f"ERROR: {r.error} (nothing is shown as actionable)")
+    for title, items in (("Suggestions", r.shown), ("Blocked by the safety gates (not actionable)", r.blocked),
+                         ("Withheld (the run did not finish)", r.withheld)):
+        if not items:
+            continue
+        print(f"\n{title}:")
+        for s in items:
+            print(f"  - {s.title}")
+            print(f"      why: {s.rationale}")
+            for c in s.cites:
+                print(f"      cites {c['reference']}: {c['value']}")
+            for f in s.findings:
+                print(f"      {f['severity'].upper()} {f['category']}: {f['message']}")
+    if not (r.shown or r.blocked or r.withheld or r.notice):
+        print("\nNo suggestions.")
+    for st in r.stale_data:
+        print(f"STALE: relied on {st['fact']} from {st['reference']} ({st['date']}), older than its staleness limit")
+    if r.usage:
+        print(f"\n{r.usage.get('requests')} model requests, {r.usage.get('input_tokens')} input / "
+              f"{r.usage.get('output_tokens')} output tokens")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import confusion, format_confusion, junit, load_patient_cases, replay_case
+
+    outcomes = []
+    for case in load_patient_cases(args.directory):
+        o = replay_case(case, model=args.model)
+        outcomes.append(o)
+        status = "SKIP" if o.skipped else ("ok" if o.passed else "FAIL")
+        print(f"{status:4}  {case.id}" + (f"  ({o.skipped})" if o.skipped else ""))
+        for p in o.problems:
+            print(f"        {p}")
+    print()
+    print(format_confusion(confusion(outcomes)))
+    ran = [o for o in outcomes if not o.skipped]
+    failed = [o for o in ran if not o.passed]
+    print(f"\n{len(ran) - len(failed)} passed, {len(failed)} failed" + (f", {len(outcomes) - len(ran)} skipped"
+                                                                      if len(ran) < len(outcomes) else ""))
+    if args.junit:
+        junit(outcomes, args.junit)
+    return EXIT_BLOCKED if failed else EXIT_OK
+
+
 def cmd_knowledge(args: argparse.Namespace) -> int:
     from guardrails import load_knowledge
 
@@ -99,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lab-max-age", type=int, default=d.lab_days, metavar="DAYS",
                    help=f"other labs (potassium, INR, ...) older than this are stale (default {d.lab_days})")
     c.set_defaults(func=cmd_check)
+    r = sub.add_parser("review", help="run the agent over one patient; every suggestion passes the gates first")
+    r.add_argument("bundle", help="FHIR R4 Bundle (JSON) or NDJSON file/directory")
+    r.add_argument("--json", action="store_true", help="print the Review as JSON")
+    r.add_argument("--model", default=None, help="offline (default; CLINAGENT_MODEL) or a pydantic-ai model name")
+    r.add_argument("--fhir-out", default=None, metavar="DIR", help="also write the review as a FHIR R4 Bundle here")
+    r.add_argument("--as-of", type=_as_of, default=None, help="reason as of this date (YYYY-MM-DD; default today)")
+    r.add_argument("--patient-id", default=None, help="which patient, when the input holds several")
+    r.set_defaults(func=cmd_review)
+    p2 = sub.add_parser("replay", help="replay patient fixtures with expected outcomes; exit 1 on any mismatch")
+    p2.add_argument("directory", help="a directory of patient cases (e.g. fixtures/patients)")
+    p2.add_argument("--junit", default=None, metavar="FILE", help="write a JUnit XML report")
+    p2.add_argument("--model", default=None, help="override each case's model")
+    p2.set_defaults(func=cmd_replay)
     k = sub.add_parser("knowledge", help="compile the knowledge base and print its version and counts")
     k.add_argument("--no-cache", action="store_true", help="compile from the Turtle even if a cache exists")
     k.set_defaults(func=cmd_knowledge)

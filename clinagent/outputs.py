@@ -39,6 +39,7 @@ class ChangeDose(_Action):
 
     kind: Literal["change_dose"] = "change_dose"
     medication: str = Field(description="Reference of the active MedicationRequest to change, e.g. 'MedicationRequest/x'.")
+    drug: str = Field(default="", description="Name of that medication, for the clinician.")
     dose: DoseSpec
 
 
@@ -47,6 +48,7 @@ class StopMedication(_Action):
 
     kind: Literal["stop_medication"] = "stop_medication"
     medication: str = Field(description="Reference of the active MedicationRequest to stop.")
+    drug: str = Field(default="", description="Name of that medication, for the clinician.")
 
 
 class OrderLab(_Action):

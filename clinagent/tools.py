@@ -7,17 +7,13 @@ written for the model.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel
 from pydantic_ai import RunContext
 
 from guardrails.sources import Measured, display_name
 
+from .deps import ReviewDeps
 from .outputs import StartMedication
-
-if TYPE_CHECKING:
-    from .agent import ReviewDeps
 
 
 class Value(BaseModel):
@@ -85,6 +81,14 @@ class DrugInfo(BaseModel):
     high_alert: bool
     dose_limits: list[str]
     how: str
+
+
+class MedicationProblem(BaseModel):
+    reference: str
+    drug: str
+    reason: str
+    categories: list[str]
+    evidence: list[str]
 
 
 class DryRun(BaseModel):
@@ -183,6 +187,33 @@ def check_order(ctx: RunContext[ReviewDeps], proposal: StartMedication) -> DryRu
                   findings=[f"{f.severity} {f.category}: {f.message}" for f in result.findings])
 
 
+# Findings on an ACTIVE medication that make it worth stopping (a missing dose on an old prescription is not one).
+_STOP_CATEGORIES = {"drug-allergy", "drug-drug", "drug-renal", "drug-pregnancy", "drug-diagnosis", "drug-lab", "drug-age"}
+
+
+def screen_active_medications(ctx: RunContext[ReviewDeps]) -> list[MedicationProblem]:
+    """Re-screen each active medication with the safety gates as if it were ordered today (allergies, interactions,
+    renal function, pregnancy, conditions, labs): the ones that would now be BLOCKED, with the reason."""
+    from guardrails import gate
+
+    from .record import parse_order
+
+    deps = ctx.deps
+    out = []
+    for m in deps.facts.medications:
+        res = deps.record.resolve(m.ref)
+        if res is None or res.get("resourceType") != "MedicationRequest":
+            continue
+        v = gate(parse_order(res, deps.record.source, m.ref, deps.record), deps.facts, deps.kb)
+        blocks = [f for f in v.findings if f.severity == "block" and f.category in _STOP_CATEGORIES]
+        if blocks:
+            refs = sorted({e.ref for f in blocks for e in f.evidence if e.kind == "fhir" and e.ref != m.ref})
+            out.append(MedicationProblem(reference=m.ref, drug=display_name(m.text, m.codes, "unnamed"),
+                                         reason=" ".join(f.message for f in blocks),
+                                         categories=sorted({f.category for f in blocks}), evidence=refs))
+    return out
+
+
 def _dosage_text(di: dict) -> str:
     dose = next((dr.get("doseQuantity") for dr in di.get("doseAndRate") or [] if dr.get("doseQuantity")), None)
     rep = (di.get("timing") or {}).get("repeat") or {}
@@ -192,5 +223,5 @@ def _dosage_text(di: dict) -> str:
     return f"{amount} x{rep.get('frequency', '?')} per {rep.get('period', '?')} {rep.get('periodUnit', '')}".strip()
 
 
-TOOLS = (patient_summary, active_allergies, active_medications, active_conditions, latest_labs, lookup_drug,
-         check_order)
+TOOLS = (patient_summary, active_allergies, active_medications, active_conditions, latest_labs,
+         screen_active_medications, lookup_drug, check_order)
