@@ -125,7 +125,9 @@ def screen(p: Proposal, deps: ReviewDeps, attempt: int = 0) -> Screened:
         current = deps.record.resolve(p.medication)
         active = {m.ref for m in deps.facts.medications}
         if current is None or p.medication not in active:
-            resource = {"resourceType": "MedicationRequest", "id": rid, "status": "draft", "intent": "proposal"}
+            resource = {"resourceType": "MedicationRequest", "id": rid, "status": "draft", "intent": "proposal",
+                        "subject": {"reference": deps.record.patient_ref},
+                        "medicationCodeableConcept": {"text": p.drug or p.medication}}
             findings.append(Finding("unverifiable", "block", f"{p.medication} is not an active medication of this patient.",
                                     (), "medication", "grounding.medication"))
         else:
@@ -137,8 +139,10 @@ def screen(p: Proposal, deps: ReviewDeps, attempt: int = 0) -> Screened:
             verdict = gate(order, deps.facts, deps.kb)
     elif isinstance(p, StopMedication):
         active = {m.ref for m in deps.facts.medications}
+        current = deps.record.resolve(p.medication) or {}
         resource = {"resourceType": "MedicationRequest", "id": rid, "status": "draft", "intent": "proposal",
                     "doNotPerform": True, "subject": {"reference": deps.record.patient_ref},
+                    "medicationCodeableConcept": current.get("medicationCodeableConcept") or {"text": p.drug or p.medication},
                     "priorPrescription": {"reference": p.medication}, "note": [{"text": p.rationale}]}
         if p.medication not in active:
             findings.append(Finding("unverifiable", "block", f"{p.medication} is not an active medication of this patient.",

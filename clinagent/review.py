@@ -60,6 +60,7 @@ class Review(BaseModel):
     usage: dict = Field(default_factory=dict)
     message_history_sha256: str = ""
     error: str = ""
+    message_history: list = Field(default_factory=list, exclude=True)  # the full run, for audit (not in --json)
 
 
 def _suggestion(s: Screened, status: str) -> SuggestionOut:
@@ -115,8 +116,10 @@ def run_review(record: PatientRecord, *, model: str | None = None, as_of: date |
                                           retries={"output": retries, "tools": 1})
         except AgentRunError as e:
             review.error = f"{type(e).__name__}: {e}"
-    history = ModelMessagesTypeAdapter.dump_json(list(result.all_messages() if result else messages))
+    all_messages = list(result.all_messages() if result else messages)
+    history = ModelMessagesTypeAdapter.dump_json(all_messages)
     review.message_history_sha256 = hashlib.sha256(history).hexdigest()
+    review.message_history = all_messages
     if result is not None:
         review.run_id = result.run_id or review.run_id
         review.summary = result.output.summary
