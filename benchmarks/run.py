@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,6 +236,53 @@ def bench_records(n: int) -> dict:
     }
 
 
+def last_activity(path: Path) -> date:
+    """The latest dated event in a bundle (the day before death for a deceased patient): replaying a record as of
+    then sees it as its clinicians last did."""
+    from clinagent.record import parse_date
+
+    doc = json.loads(path.read_text())
+    dates = [parse_date(e["resource"].get(k)) for e in doc.get("entry", [])
+             for k in ("effectiveDateTime", "authoredOn", "onsetDateTime") if e["resource"].get(k)]
+    last = max(d for d in dates if d)
+    died = [parse_date(e["resource"].get("deceasedDateTime")) for e in doc.get("entry", [])
+            if e["resource"].get("resourceType") == "Patient" and e["resource"].get("deceasedDateTime")]
+    if died and died[0] and died[0] <= last:
+        last = died[0] - timedelta(days=1)  # review the patient on the last day alive
+    return last
+
+
+def bench_reviews() -> dict:
+    """`clinagent review` with the offline model on every shared Synthea patient, as of its last activity."""
+    from clinagent.review import run_review
+
+    files = sorted((SHARED / "synthea" / "bundles").glob("*.json"))
+    if not files:
+        return {"skipped": f"no bundles under {SHARED}"}
+    kb = load_knowledge()
+    rows = []
+    for f in files:
+        as_of = last_activity(f)
+        t0 = time.perf_counter()
+        rec = load_record(f)
+        t1 = time.perf_counter()
+        r = run_review(rec, as_of=as_of, kb=kb)
+        t2 = time.perf_counter()
+        rows.append({"file": f.name, "mb": f.stat().st_size / 1e6, "load_s": t1 - t0, "review_s": t2 - t1,
+                     "requests": r.usage.get("requests", 0), "input_tokens": r.usage.get("input_tokens", 0),
+                     "output_tokens": r.usage.get("output_tokens", 0), "shown": len(r.shown), "blocked": len(r.blocked),
+                     "deceased": bool(r.notice)})
+    total = [x["load_s"] + x["review_s"] for x in rows]
+    largest = max(rows, key=lambda x: x["mb"])
+    alive = [x for x in rows if not x["deceased"]]
+    return {"patients": len(rows), "total_s": sum(total), "median_s": statistics.median(total),
+            "load_share": sum(x["load_s"] for x in rows) / sum(total),
+            "max_requests": max(x["requests"] for x in rows), "median_requests_alive": statistics.median(
+                x["requests"] for x in alive) if alive else 0,
+            "patients_with_blocked": sum(1 for x in rows if x["blocked"]), "shown": sum(x["shown"] for x in rows),
+            "blocked": sum(x["blocked"] for x in rows), "largest": largest, "rows": rows}
+
+
 def bench_process(n: int) -> dict:
     pat = ROOT / "fixtures" / "examples" / "patient.json"
     order = ROOT / "fixtures" / "examples" / "order.json"
@@ -290,6 +337,7 @@ def main() -> int:
         "gate": bench_gate(kb, 50 if a.quick else 500, 2 if a.quick else 5),
         "records": bench_records(n),
         "check_process": bench_process(n),
+        "reviews": bench_reviews(),
     }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
@@ -318,6 +366,16 @@ def main() -> int:
         f"clinagent check process: warm {p['warm_wall_median_s']:.2f} s (median), peak {p['warm_peak_mb_max']:.0f} MB; "
         f"cold cache {p['cold_wall_s']:.2f} s, {p['cold_peak_mb']:.0f} MB"
     )
+    rv = res["reviews"]
+    if "skipped" not in rv:
+        lg = rv["largest"]
+        print(
+            f"reviews (offline model): {rv['patients']} Synthea patients in {rv['total_s']:.2f} s total, median "
+            f"{rv['median_s'] * 1000:.0f} ms, {rv['load_share']:.0%} of it loading records; at most {rv['max_requests']} "
+            f"model requests (median {rv['median_requests_alive']} for living patients); {rv['shown']} shown, "
+            f"{rv['blocked']} blocked in {rv['patients_with_blocked']} patients; largest record ({lg['file'][:30]}, "
+            f"{lg['mb']:.1f} MB): {lg['input_tokens']} input + {lg['output_tokens']} output tokens"
+        )
     return 0
 
 

@@ -6,22 +6,27 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass, field, replace
-from datetime import date
+from dataclasses import replace
+from datetime import UTC, date
 
 from pydantic_ai import Agent, ModelRetry, RunContext
 
-from guardrails import Finding, Verdict, gate
+from guardrails import Finding, gate
 from guardrails.findings import Evidence
-from guardrails.knowledge import Knowledge
 
-from .outputs import ChangeDose, OrderLab, Plan, Proposal, StartMedication, StopMedication
-from .record import LOINC_URI, RXNORM_URI, SNOMED_URI, UCUM_URI, PatientRecord, parse_order
 from .deps import ReviewDeps, Screened
+from .outputs import ChangeDose, OrderLab, Plan, Proposal, StartMedication, StopMedication
+from .record import LOINC_URI, RXNORM_URI, SNOMED_URI, UCUM_URI, parse_order
 from .tools import TOOLS
 
-ROUTE_SNOMED = {"oral": "26643006", "intravenous": "47625008", "intramuscular": "78421000",
-                "subcutaneous": "34206005", "inhalation": "447694001", "topical": "6064005"}
+ROUTE_SNOMED = {
+    "oral": "26643006",
+    "intravenous": "47625008",
+    "intramuscular": "78421000",
+    "subcutaneous": "34206005",
+    "inhalation": "447694001",
+    "topical": "6064005",
+}
 INSTRUCTIONS = """You are a cautious clinical decision-support assistant reviewing ONE patient's record for a clinician.
 Use the tools to read the record; never assume facts you have not read. Propose only evidence-based actions the
 record supports: start a medication, change a dose, stop a medication, or order a lab. Give doses with units and
@@ -38,8 +43,14 @@ def describe_proposal(p: Proposal) -> str:
     if isinstance(p, StartMedication | ChangeDose):
         d = p.dose
         amount = f"{d.value:g} {d.unit}".strip() if d.unit else f"{d.value:g} tablet(s)/capsule(s)"
-        every = {1: "once", 2: "twice", 3: "three times", 4: "four times"}.get(int(d.frequency), f"{d.frequency:g} times")
-        period = {"d": "daily", "wk": "weekly", "h": f"every {d.period:g} h"}[d.period_unit] if d.period == 1 or d.period_unit == "h" else f"per {d.period:g} {d.period_unit}"
+        every = {1: "once", 2: "twice", 3: "three times", 4: "four times"}.get(
+            int(d.frequency), f"{d.frequency:g} times"
+        )
+        period = (
+            {"d": "daily", "wk": "weekly", "h": f"every {d.period:g} h"}[d.period_unit]
+            if d.period == 1 or d.period_unit == "h"
+            else f"per {d.period:g} {d.period_unit}"
+        )
         what = p.drug if isinstance(p, StartMedication) else f"dose of {p.drug or p.medication}"
         verb = "Start" if isinstance(p, StartMedication) else "Change"
         return f"{verb} {what}: {amount} {d.route} {every} {period}".replace("once every", "every")
@@ -53,9 +64,11 @@ def _describe_resource(r: dict) -> str:
     code = r.get("code") or r.get("medicationCodeableConcept") or {}
     name = code.get("text") or next((c.get("display") for c in code.get("coding") or [] if c.get("display")), "")
     if rt == "Observation" and r.get("component") and not r.get("valueQuantity"):
-        parts = [f"{(c.get('code') or {}).get('coding', [{}])[0].get('display', '?')} "
-                 f"{(c.get('valueQuantity') or {}).get('value', '?')} {(c.get('valueQuantity') or {}).get('unit', '')}"
-                 for c in r["component"]]
+        parts = [
+            f"{(c.get('code') or {}).get('coding', [{}])[0].get('display', '?')} "
+            f"{(c.get('valueQuantity') or {}).get('value', '?')} {(c.get('valueQuantity') or {}).get('unit', '')}"
+            for c in r["component"]
+        ]
         return f"{name}: {'; '.join(parts)} on {r.get('effectiveDateTime', '')[:10]}"
     if rt == "Observation":
         q = r.get("valueQuantity") or {}
@@ -82,12 +95,27 @@ def _grounding(p: Proposal, deps: ReviewDeps) -> tuple[list[dict], list[Finding]
             cited.append({"reference": ref, "value": _describe_resource(res)})
     findings = []
     if missing:
-        findings.append(Finding("unverifiable", "block",
-                                f"The proposal cites resources that are not in the record: {', '.join(missing)}.",
-                                tuple(Evidence("fhir", m, "not found") for m in missing), "cites", "grounding.cites"))
+        findings.append(
+            Finding(
+                "unverifiable",
+                "block",
+                f"The proposal cites resources that are not in the record: {', '.join(missing)}.",
+                tuple(Evidence("fhir", m, "not found") for m in missing),
+                "cites",
+                "grounding.cites",
+            )
+        )
     if not cited:
-        findings.append(Finding("unverifiable", "block", "The proposal cites nothing in the record (ungrounded).",
-                                (), "cites", "grounding.cites"))
+        findings.append(
+            Finding(
+                "unverifiable",
+                "block",
+                "The proposal cites nothing in the record (ungrounded).",
+                (),
+                "cites",
+                "grounding.cites",
+            )
+        )
     return cited, findings
 
 
@@ -96,14 +124,20 @@ def _medication_request(p: StartMedication | ChangeDose, deps: ReviewDeps, rid: 
     dq = {"value": d.value} if not d.unit else {"value": d.value, "unit": d.unit, "system": UCUM_URI, "code": d.unit}
     reasons = [{"reference": c} for c in p.cites if c.startswith("Condition/")]
     mr = {
-        "resourceType": "MedicationRequest", "id": rid, "status": "draft", "intent": "proposal",
-        "subject": {"reference": deps.record.patient_ref}, "authoredOn": deps.facts.as_of.isoformat(),
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": "draft",
+        "intent": "proposal",
+        "subject": {"reference": deps.record.patient_ref},
+        "authoredOn": deps.facts.as_of.isoformat(),
         "medicationCodeableConcept": concept,
-        "dosageInstruction": [{
-            "timing": {"repeat": {"frequency": d.frequency, "period": d.period, "periodUnit": d.period_unit}},
-            "route": {"coding": [{"system": SNOMED_URI, "code": ROUTE_SNOMED[d.route], "display": d.route}]},
-            "doseAndRate": [{"doseQuantity": dq}],
-        }],
+        "dosageInstruction": [
+            {
+                "timing": {"repeat": {"frequency": d.frequency, "period": d.period, "periodUnit": d.period_unit}},
+                "route": {"coding": [{"system": SNOMED_URI, "code": ROUTE_SNOMED[d.route], "display": d.route}]},
+                "doseAndRate": [{"doseQuantity": dq}],
+            }
+        ],
         "note": [{"text": p.rationale}],
     }
     if reasons:
@@ -125,11 +159,24 @@ def screen(p: Proposal, deps: ReviewDeps, attempt: int = 0) -> Screened:
         current = deps.record.resolve(p.medication)
         active = {m.ref for m in deps.facts.medications}
         if current is None or p.medication not in active:
-            resource = {"resourceType": "MedicationRequest", "id": rid, "status": "draft", "intent": "proposal",
-                        "subject": {"reference": deps.record.patient_ref},
-                        "medicationCodeableConcept": {"text": p.drug or p.medication}}
-            findings.append(Finding("unverifiable", "block", f"{p.medication} is not an active medication of this patient.",
-                                    (), "medication", "grounding.medication"))
+            resource = {
+                "resourceType": "MedicationRequest",
+                "id": rid,
+                "status": "draft",
+                "intent": "proposal",
+                "subject": {"reference": deps.record.patient_ref},
+                "medicationCodeableConcept": {"text": p.drug or p.medication},
+            }
+            findings.append(
+                Finding(
+                    "unverifiable",
+                    "block",
+                    f"{p.medication} is not an active medication of this patient.",
+                    (),
+                    "medication",
+                    "grounding.medication",
+                )
+            )
         else:
             concept = current.get("medicationCodeableConcept") or {"text": p.medication}
             resource = _medication_request(p, deps, rid, concept)
@@ -140,22 +187,44 @@ def screen(p: Proposal, deps: ReviewDeps, attempt: int = 0) -> Screened:
     elif isinstance(p, StopMedication):
         active = {m.ref for m in deps.facts.medications}
         current = deps.record.resolve(p.medication) or {}
-        resource = {"resourceType": "MedicationRequest", "id": rid, "status": "draft", "intent": "proposal",
-                    "doNotPerform": True, "subject": {"reference": deps.record.patient_ref},
-                    "medicationCodeableConcept": current.get("medicationCodeableConcept") or {"text": p.drug or p.medication},
-                    "priorPrescription": {"reference": p.medication}, "note": [{"text": p.rationale}]}
+        resource = {
+            "resourceType": "MedicationRequest",
+            "id": rid,
+            "status": "draft",
+            "intent": "proposal",
+            "doNotPerform": True,
+            "subject": {"reference": deps.record.patient_ref},
+            "medicationCodeableConcept": current.get("medicationCodeableConcept") or {"text": p.drug or p.medication},
+            "priorPrescription": {"reference": p.medication},
+            "note": [{"text": p.rationale}],
+        }
         if p.medication not in active:
-            findings.append(Finding("unverifiable", "block", f"{p.medication} is not an active medication of this patient.",
-                                    (), "medication", "grounding.medication"))
+            findings.append(
+                Finding(
+                    "unverifiable",
+                    "block",
+                    f"{p.medication} is not an active medication of this patient.",
+                    (),
+                    "medication",
+                    "grounding.medication",
+                )
+            )
     else:
         assert isinstance(p, OrderLab)
-        resource = {"resourceType": "ServiceRequest", "id": rid, "status": "draft", "intent": "proposal",
-                    "subject": {"reference": deps.record.patient_ref}, "authoredOn": deps.facts.as_of.isoformat(),
-                    "code": {"coding": [{"system": LOINC_URI, "code": p.loinc, "display": p.display}], "text": p.display},
-                    "note": [{"text": p.rationale}]}
+        resource = {
+            "resourceType": "ServiceRequest",
+            "id": rid,
+            "status": "draft",
+            "intent": "proposal",
+            "subject": {"reference": deps.record.patient_ref},
+            "authoredOn": deps.facts.as_of.isoformat(),
+            "code": {"coding": [{"system": LOINC_URI, "code": p.loinc, "display": p.display}], "text": p.display},
+            "note": [{"text": p.rationale}],
+        }
         if not re.fullmatch(r"\d{1,7}-\d", p.loinc):
-            findings.append(Finding("unverifiable", "block", f"'{p.loinc}' is not a LOINC code.", (), "loinc",
-                                    "grounding.loinc"))
+            findings.append(
+                Finding("unverifiable", "block", f"'{p.loinc}' is not a LOINC code.", (), "loinc", "grounding.loinc")
+            )
     all_findings = tuple(findings) + (verdict.findings if verdict else ())
     allowed = not any(f.severity == "block" for f in all_findings)
     return Screened(p, resource, all_findings, allowed, cited, verdict, attempt)
@@ -170,8 +239,14 @@ def get_agent() -> Agent[ReviewDeps, Plan]:
     """The review agent (built once). The model is chosen per run."""
     global _AGENT
     if _AGENT is None:
-        agent = Agent(None, deps_type=ReviewDeps, output_type=Plan, instructions=INSTRUCTIONS,
-                      retries={"tools": 1, "output": 2}, name="clinagent-review")
+        agent = Agent(
+            None,
+            deps_type=ReviewDeps,
+            output_type=Plan,
+            instructions=INSTRUCTIONS,
+            retries={"tools": 1, "output": 2},
+            name="clinagent-review",
+        )
         for tool in TOOLS:
             agent.tool(tool)
         agent.output_validator(gate_plan)
@@ -191,16 +266,27 @@ def gate_plan(ctx: RunContext[ReviewDeps], plan: Plan) -> Plan:
 
 
 def retry_feedback(blocked: list[tuple[int, Screened]]) -> str:
-    return json.dumps({
-        "blocked": [{"index": i, "proposal": r.title,
-                     "findings": [{"category": f.category, "severity": f.severity, "message": f.message}
-                                  for f in r.findings if f.severity == "block"]} for i, r in blocked],
-        "instruction": "These proposals were blocked by the safety gates. Replace each with a safe alternative or "
-                       "drop it; keep the other proposals unchanged.",
-    })
+    return json.dumps(
+        {
+            "blocked": [
+                {
+                    "index": i,
+                    "proposal": r.title,
+                    "findings": [
+                        {"category": f.category, "severity": f.severity, "message": f.message}
+                        for f in r.findings
+                        if f.severity == "block"
+                    ],
+                }
+                for i, r in blocked
+            ],
+            "instruction": "These proposals were blocked by the safety gates. Replace each with a safe alternative or "
+            "drop it; keep the other proposals unchanged.",
+        }
+    )
 
 
 def as_of_default() -> date:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()

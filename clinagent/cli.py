@@ -27,7 +27,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     rec = load_record(args.patient, args.patient_id)
     orders = load_orders(args.order)
     staleness = Staleness(
-        weight_days=args.weight_max_age, child_weight_days=args.child_weight_max_age, renal_days=args.renal_max_age,
+        weight_days=args.weight_max_age,
+        child_weight_days=args.child_weight_max_age,
+        renal_days=args.renal_max_age,
         lab_days=args.lab_max_age,
     )
     facts = rec.facts(args.as_of, staleness)
@@ -95,8 +97,11 @@ def _print_review(r) -> None:
         print(f"NOTICE: {r.notice}")
     if r.error:
         print(f"ERROR: {r.error} (nothing is shown as actionable)")
-    for title, items in (("Suggestions", r.shown), ("Blocked by the safety gates (not actionable)", r.blocked),
-                         ("Withheld (the run did not finish)", r.withheld)):
+    for title, items in (
+        ("Suggestions", r.shown),
+        ("Blocked by the safety gates (not actionable)", r.blocked),
+        ("Withheld (the run did not finish)", r.withheld),
+    ):
         if not items:
             continue
         print(f"\n{title}:")
@@ -112,8 +117,10 @@ def _print_review(r) -> None:
     for st in r.stale_data:
         print(f"STALE: relied on {st['fact']} from {st['reference']} ({st['date']}), older than its staleness limit")
     if r.usage:
-        print(f"\n{r.usage.get('requests')} model requests, {r.usage.get('input_tokens')} input / "
-              f"{r.usage.get('output_tokens')} output tokens")
+        print(
+            f"\n{r.usage.get('requests')} model requests, {r.usage.get('input_tokens')} input / "
+            f"{r.usage.get('output_tokens')} output tokens"
+        )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -131,8 +138,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(format_confusion(confusion(outcomes)))
     ran = [o for o in outcomes if not o.skipped]
     failed = [o for o in ran if not o.passed]
-    print(f"\n{len(ran) - len(failed)} passed, {len(failed)} failed" + (f", {len(outcomes) - len(ran)} skipped"
-                                                                      if len(ran) < len(outcomes) else ""))
+    print(
+        f"\n{len(ran) - len(failed)} passed, {len(failed)} failed"
+        + (f", {len(outcomes) - len(ran)} skipped" if len(ran) < len(outcomes) else "")
+    )
     if args.junit:
         junit(outcomes, args.junit)
     return EXIT_BLOCKED if failed else EXIT_OK
@@ -161,14 +170,34 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--as-of", type=_as_of, default=None, help="reason as of this date (YYYY-MM-DD; default today)")
     c.add_argument("--patient-id", default=None, help="which patient, when the input holds several")
     d = Staleness()
-    c.add_argument("--weight-max-age", type=int, default=d.weight_days, metavar="DAYS",
-                   help=f"an adult weight older than this is stale (default {d.weight_days})")
-    c.add_argument("--child-weight-max-age", type=int, default=d.child_weight_days, metavar="DAYS",
-                   help=f"a weight of a patient under 18 older than this is stale (default {d.child_weight_days})")
-    c.add_argument("--renal-max-age", type=int, default=d.renal_days, metavar="DAYS",
-                   help=f"creatinine/eGFR older than this is stale (default {d.renal_days})")
-    c.add_argument("--lab-max-age", type=int, default=d.lab_days, metavar="DAYS",
-                   help=f"other labs (potassium, INR, ...) older than this are stale (default {d.lab_days})")
+    c.add_argument(
+        "--weight-max-age",
+        type=int,
+        default=d.weight_days,
+        metavar="DAYS",
+        help=f"an adult weight older than this is stale (default {d.weight_days})",
+    )
+    c.add_argument(
+        "--child-weight-max-age",
+        type=int,
+        default=d.child_weight_days,
+        metavar="DAYS",
+        help=f"a weight of a patient under 18 older than this is stale (default {d.child_weight_days})",
+    )
+    c.add_argument(
+        "--renal-max-age",
+        type=int,
+        default=d.renal_days,
+        metavar="DAYS",
+        help=f"creatinine/eGFR older than this is stale (default {d.renal_days})",
+    )
+    c.add_argument(
+        "--lab-max-age",
+        type=int,
+        default=d.lab_days,
+        metavar="DAYS",
+        help=f"other labs (potassium, INR, ...) older than this are stale (default {d.lab_days})",
+    )
     c.set_defaults(func=cmd_check)
     r = sub.add_parser("review", help="run the agent over one patient; every suggestion passes the gates first")
     r.add_argument("bundle", help="FHIR R4 Bundle (JSON) or NDJSON file/directory")

@@ -38,5 +38,3 @@ class ReviewDeps:
     facts: PatientFacts
     kb: Knowledge
     attempts: list[list[Screened]] = field(default_factory=list)
-
-

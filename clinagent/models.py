@@ -24,8 +24,9 @@ def choose_model(name: str | None = None) -> ModelChoice:
     if name == OFFLINE:
         from .planner import planner_model
 
-        return ModelChoice("offline-guideline-planner", "offline planner (deterministic rules, not an LLM)",
-                           planner_model())
+        return ModelChoice(
+            "offline-guideline-planner", "offline planner (deterministic rules, not an LLM)", planner_model()
+        )
     if name.startswith("openai-compatible:"):
         base = os.environ.get("CLINAGENT_BASE_URL")
         if not base:
@@ -34,8 +35,9 @@ def choose_model(name: str | None = None) -> ModelChoice:
         from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
 
         model_name = name.split(":", 1)[1]
-        provider = OpenAICompatibleProvider("clinagent", base_url=base,
-                                            api_key=os.environ.get("CLINAGENT_API_KEY", "not-needed"))
+        provider = OpenAICompatibleProvider(
+            "clinagent", base_url=base, api_key=os.environ.get("CLINAGENT_API_KEY", "not-needed")
+        )
         return ModelChoice(name, "LLM", OpenAIChatModel(model_name, provider=provider))
     if ":" not in name:
         raise ConfigError(f"unknown model {name!r}: use 'offline' or a pydantic-ai name such as 'openai:gpt-4o'")

@@ -29,7 +29,9 @@ class StartMedication(_Action):
     """Start a new medication."""
 
     kind: Literal["start_medication"] = "start_medication"
-    drug: str = Field(description="The drug: an RxNorm-style name like 'Metformin 500 MG Oral Tablet' or a generic name.")
+    drug: str = Field(
+        description="The drug: an RxNorm-style name like 'Metformin 500 MG Oral Tablet' or a generic name."
+    )
     rxnorm: str | None = Field(default=None, description="RxNorm code of the product or ingredient, if known.")
     dose: DoseSpec
 
@@ -38,7 +40,9 @@ class ChangeDose(_Action):
     """Change the dose of a medication the patient already takes."""
 
     kind: Literal["change_dose"] = "change_dose"
-    medication: str = Field(description="Reference of the active MedicationRequest to change, e.g. 'MedicationRequest/x'.")
+    medication: str = Field(
+        description="Reference of the active MedicationRequest to change, e.g. 'MedicationRequest/x'."
+    )
     drug: str = Field(default="", description="Name of that medication, for the clinician.")
     dose: DoseSpec
 

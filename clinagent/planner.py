@@ -17,8 +17,14 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from .outputs import DoseSpec, OrderLab, Plan, StartMedication, StopMedication
 
-READ_TOOLS = ("patient_summary", "active_allergies", "active_medications", "active_conditions", "latest_labs",
-              "screen_active_medications")
+READ_TOOLS = (
+    "patient_summary",
+    "active_allergies",
+    "active_medications",
+    "active_conditions",
+    "latest_labs",
+    "screen_active_medications",
+)
 
 DIABETES = {"44054006"}
 HYPERTENSION = {"59621000", "38341003"}
@@ -31,9 +37,26 @@ CYSTITIS = {"38822007", "68566005"}
 CHRONIC_PAIN = {"82423001"}
 HEART_FAILURE = {"88805009", "84114007"}
 
-ACE_ARB = {"lisinopril", "enalapril", "ramipril", "benazepril", "captopril", "quinapril", "fosinopril", "moexipril",
-           "perindopril", "trandolapril", "losartan", "valsartan", "olmesartan", "irbesartan", "telmisartan",
-           "candesartan", "azilsartan", "sacubitril"}
+ACE_ARB = {
+    "lisinopril",
+    "enalapril",
+    "ramipril",
+    "benazepril",
+    "captopril",
+    "quinapril",
+    "fosinopril",
+    "moexipril",
+    "perindopril",
+    "trandolapril",
+    "losartan",
+    "valsartan",
+    "olmesartan",
+    "irbesartan",
+    "telmisartan",
+    "candesartan",
+    "azilsartan",
+    "sacubitril",
+}
 ANTICOAGULANTS = {"warfarin", "apixaban", "rivaroxaban", "dabigatran", "edoxaban", "heparin", "enoxaparin"}
 STATINS = {"atorvastatin", "simvastatin", "rosuvastatin", "pravastatin", "lovastatin", "fluvastatin", "pitavastatin"}
 ICS = {"fluticasone", "budesonide", "beclomethasone", "mometasone", "ciclesonide"}
@@ -63,7 +86,11 @@ class Seen:
     def conditions_in(self, codes: set[str], within_days: int | None = None) -> list[dict]:
         out = [c for c in self.conditions if c["snomed"] in codes]
         if within_days is not None:
-            out = [c for c in out if c.get("onset") and (self.as_of - date.fromisoformat(c["onset"][:10])).days <= within_days]
+            out = [
+                c
+                for c in out
+                if c.get("onset") and (self.as_of - date.fromisoformat(c["onset"][:10])).days <= within_days
+            ]
         return out
 
     def lab(self, *codes: str, max_days: int | None = None) -> dict | None:
@@ -98,8 +125,14 @@ def _seen(messages) -> Seen | None:
                 got[part.tool_name] = _plain(part.content)
     if not all(t in got for t in READ_TOOLS):
         return None
-    return Seen(got["patient_summary"], got["active_allergies"], got["active_medications"], got["active_conditions"],
-                {lab["loinc"]: lab for lab in got["latest_labs"]}, got["screen_active_medications"])
+    return Seen(
+        got["patient_summary"],
+        got["active_allergies"],
+        got["active_medications"],
+        got["active_conditions"],
+        {lab["loinc"]: lab for lab in got["latest_labs"]},
+        got["screen_active_medications"],
+    )
 
 
 def _blocked_titles(messages) -> set[str]:
@@ -118,10 +151,23 @@ def _blocked_titles(messages) -> set[str]:
     return out
 
 
-def _med(drug: str, value: float, unit: str, freq: float, rationale: str, cites: list[str], rxnorm: str | None = None,
-         route: str = "oral") -> StartMedication:
-    return StartMedication(drug=drug, rxnorm=rxnorm, rationale=rationale, cites=cites,
-                           dose=DoseSpec(value=value, unit=unit, frequency=freq, period=1, period_unit="d", route=route))
+def _med(
+    drug: str,
+    value: float,
+    unit: str,
+    freq: float,
+    rationale: str,
+    cites: list[str],
+    rxnorm: str | None = None,
+    route: str = "oral",
+) -> StartMedication:
+    return StartMedication(
+        drug=drug,
+        rxnorm=rxnorm,
+        rationale=rationale,
+        cites=cites,
+        dose=DoseSpec(value=value, unit=unit, frequency=freq, period=1, period_unit="d", route=route),
+    )
 
 
 def candidates(s: Seen) -> list[list]:
@@ -138,59 +184,120 @@ def candidates(s: Seen) -> list[list]:
     if dm and not s.taking({"metformin"}):
         why = "Type 2 diabetes without metformin: first-line therapy (ADA Standards of Care)."
         refs = [dm[0]["reference"], *renal_refs]
-        rules.append([
-            _med("24 HR Metformin hydrochloride 500 MG Extended Release Oral Tablet", 1, "", 1, why, refs, "860975"),
-            _med("linagliptin 5 MG Oral Tablet", 1, "", 1,
-                 "Type 2 diabetes; metformin not possible: a DPP-4 inhibitor needing no renal adjustment.", refs),
-        ])
+        rules.append(
+            [
+                _med(
+                    "24 HR Metformin hydrochloride 500 MG Extended Release Oral Tablet", 1, "", 1, why, refs, "860975"
+                ),
+                _med(
+                    "linagliptin 5 MG Oral Tablet",
+                    1,
+                    "",
+                    1,
+                    "Type 2 diabetes; metformin not possible: a DPP-4 inhibitor needing no renal adjustment.",
+                    refs,
+                ),
+            ]
+        )
     if dm and not s.lab("4548-4", max_days=180):
-        rules.append([OrderLab(loinc="4548-4", display="Hemoglobin A1c/Hemoglobin.total in Blood",
-                               rationale="Diabetes with no HbA1c in the last 6 months.", cites=[dm[0]["reference"]])])
+        rules.append(
+            [
+                OrderLab(
+                    loinc="4548-4",
+                    display="Hemoglobin A1c/Hemoglobin.total in Blood",
+                    rationale="Diabetes with no HbA1c in the last 6 months.",
+                    cites=[dm[0]["reference"]],
+                )
+            ]
+        )
 
     htn = s.conditions_in(HYPERTENSION)
     sbp = s.lab("8480-6", max_days=365)
     if htn and sbp and sbp["value"] >= 140 and not s.taking(ACE_ARB):
         refs = [htn[0]["reference"], sbp["reference"]]
         why = f"Hypertension with systolic {sbp['value']:.0f} mm Hg, above target, not on an ACE inhibitor or ARB."
-        rules.append([
-            _med("lisinopril 10 MG Oral Tablet", 1, "", 1, why, refs, "314076"),
-            _med("Losartan Potassium 25 MG Oral Tablet", 1, "", 1, why + " ARB instead of an ACE inhibitor.", refs,
-                 "979485"),
-            _med("Amlodipine 5 MG Oral Tablet", 1, "", 1, why + " Calcium channel blocker instead.", refs),
-        ])
+        rules.append(
+            [
+                _med("lisinopril 10 MG Oral Tablet", 1, "", 1, why, refs, "314076"),
+                _med(
+                    "Losartan Potassium 25 MG Oral Tablet",
+                    1,
+                    "",
+                    1,
+                    why + " ARB instead of an ACE inhibitor.",
+                    refs,
+                    "979485",
+                ),
+                _med("Amlodipine 5 MG Oral Tablet", 1, "", 1, why + " Calcium channel blocker instead.", refs),
+            ]
+        )
     if s.taking(ACE_ARB) and not s.lab("6298-4", "2823-3", max_days=365):
         ref = next(m["reference"] for m in s.meds if set(m["ingredients"]) & ACE_ARB)
-        rules.append([OrderLab(loinc="2823-3", display="Potassium [Moles/volume] in Serum or Plasma",
-                               rationale="On an ACE inhibitor/ARB with no potassium in the last year.", cites=[ref])])
+        rules.append(
+            [
+                OrderLab(
+                    loinc="2823-3",
+                    display="Potassium [Moles/volume] in Serum or Plasma",
+                    rationale="On an ACE inhibitor/ARB with no potassium in the last year.",
+                    cites=[ref],
+                )
+            ]
+        )
 
     af = s.conditions_in(ATRIAL_FIBRILLATION)
     if af and not s.taking(ANTICOAGULANTS):
         cr = s.lab("2160-0", "38483-4")
         criteria = sum([age >= 80, bool(weight and weight["value"] <= 60), bool(cr and cr["value"] >= 1.5)])
         strength = "2.5" if criteria >= 2 else "5"
-        why = "Atrial fibrillation without anticoagulation: stroke prevention (apixaban dose by age, weight, creatinine)."
+        why = (
+            "Atrial fibrillation without anticoagulation: stroke prevention (apixaban dose by age, weight, creatinine)."
+        )
         refs = [af[0]["reference"], *renal_refs]
-        rules.append([
-            _med(f"apixaban {strength} MG Oral Tablet", 1, "", 2, why, refs),
-            _med("Warfarin Sodium 5 MG Oral Tablet", 1, "", 1,
-                 "Atrial fibrillation without anticoagulation; warfarin with INR monitoring.", refs, "855332"),
-        ])
+        rules.append(
+            [
+                _med(f"apixaban {strength} MG Oral Tablet", 1, "", 2, why, refs),
+                _med(
+                    "Warfarin Sodium 5 MG Oral Tablet",
+                    1,
+                    "",
+                    1,
+                    "Atrial fibrillation without anticoagulation; warfarin with INR monitoring.",
+                    refs,
+                    "855332",
+                ),
+            ]
+        )
 
     ascvd = s.conditions_in(ASCVD) or s.conditions_in(HYPERLIPIDEMIA) or (dm if 40 <= age <= 75 else [])
     if ascvd and not s.taking(STATINS):
         why = "Statin indicated (ASCVD, hyperlipidemia or diabetes aged 40-75) and none active (ACC/AHA)."
         refs = [ascvd[0]["reference"]]
-        rules.append([
-            _med("atorvastatin 40 MG Oral Tablet", 1, "", 1, why, refs, "617311"),
-            _med("rosuvastatin 10 MG Oral Tablet", 1, "", 1, why + " Rosuvastatin instead.", refs),
-            _med("pravastatin sodium 40 MG Oral Tablet", 1, "", 1, why + " Pravastatin (fewest interactions).", refs),
-        ])
+        rules.append(
+            [
+                _med("atorvastatin 40 MG Oral Tablet", 1, "", 1, why, refs, "617311"),
+                _med("rosuvastatin 10 MG Oral Tablet", 1, "", 1, why + " Rosuvastatin instead.", refs),
+                _med(
+                    "pravastatin sodium 40 MG Oral Tablet", 1, "", 1, why + " Pravastatin (fewest interactions).", refs
+                ),
+            ]
+        )
 
     asthma = s.conditions_in(ASTHMA)
     if asthma and not s.taking(ICS):
-        rules.append([_med("120 ACTUAT fluticasone propionate 0.044 MG/ACTUAT Metered Dose Inhaler [Flovent]", 88, "ug",
-                           2, "Asthma without a controller: low-dose inhaled corticosteroid (GINA).",
-                           [asthma[0]["reference"]], "895996", route="inhalation")])
+        rules.append(
+            [
+                _med(
+                    "120 ACTUAT fluticasone propionate 0.044 MG/ACTUAT Metered Dose Inhaler [Flovent]",
+                    88,
+                    "ug",
+                    2,
+                    "Asthma without a controller: low-dose inhaled corticosteroid (GINA).",
+                    [asthma[0]["reference"]],
+                    "895996",
+                    route="inhalation",
+                )
+            ]
+        )
 
     strep = s.conditions_in(STREP, within_days=14)
     if strep:
@@ -200,71 +307,158 @@ def candidates(s: Seen) -> list[list]:
             if weight and not weight.get("stale"):
                 mg = min(500.0, round(25 * weight["value"] / 5) * 5)
                 refs = refs + [weight["reference"]]
-                rules.append([
-                    _med("Amoxicillin 250 MG/5ML Oral Suspension", mg, "mg", 2, why + " 25 mg/kg twice daily.", refs),
-                    _med("Azithromycin 200 MG/5ML Oral Suspension", min(500.0, round(12 * weight["value"])), "mg", 1,
-                         why + " Azithromycin 12 mg/kg daily for 5 days (penicillin allergy).", refs),
-                ])
+                rules.append(
+                    [
+                        _med(
+                            "Amoxicillin 250 MG/5ML Oral Suspension", mg, "mg", 2, why + " 25 mg/kg twice daily.", refs
+                        ),
+                        _med(
+                            "Azithromycin 200 MG/5ML Oral Suspension",
+                            min(500.0, round(12 * weight["value"])),
+                            "mg",
+                            1,
+                            why + " Azithromycin 12 mg/kg daily for 5 days (penicillin allergy).",
+                            refs,
+                        ),
+                    ]
+                )
             else:
-                rules.append([OrderLab(loinc="29463-7", display="Body weight",
-                                       rationale="Child with strep pharyngitis: a current weight is needed to dose.",
-                                       cites=refs)])
+                rules.append(
+                    [
+                        OrderLab(
+                            loinc="29463-7",
+                            display="Body weight",
+                            rationale="Child with strep pharyngitis: a current weight is needed to dose.",
+                            cites=refs,
+                        )
+                    ]
+                )
         else:
-            rules.append([
-                _med("amoxicillin 500 MG Oral Tablet", 1, "", 2, why, refs, "308192"),
-                _med("cephalexin 500 MG Oral Tablet", 1, "", 2, why + " Cephalexin.", refs, "197454"),
-                _med("Azithromycin 250 MG Oral Tablet", 2, "", 1, why + " Azithromycin (penicillin allergy).", refs,
-                     "308460"),
-            ])
+            rules.append(
+                [
+                    _med("amoxicillin 500 MG Oral Tablet", 1, "", 2, why, refs, "308192"),
+                    _med("cephalexin 500 MG Oral Tablet", 1, "", 2, why + " Cephalexin.", refs, "197454"),
+                    _med(
+                        "Azithromycin 250 MG Oral Tablet",
+                        2,
+                        "",
+                        1,
+                        why + " Azithromycin (penicillin allergy).",
+                        refs,
+                        "308460",
+                    ),
+                ]
+            )
 
     uti = s.conditions_in(CYSTITIS, within_days=14)
     if uti and age >= 12:
         refs = [uti[0]["reference"], *renal_refs]
         why = "Acute uncomplicated cystitis (IDSA)."
-        rules.append([
-            _med("Nitrofurantoin 100 MG Oral Capsule", 1, "", 2, why + " Nitrofurantoin 5 days.", refs),
-            _med("Sulfamethoxazole 800 MG / Trimethoprim 160 MG Oral Tablet", 1, "", 2, why + " TMP-SMX 3 days.", refs),
-            _med("Fosfomycin 3000 MG Oral Granules", 3, "g", 1, why + " Single dose of fosfomycin.", refs),
-        ])
+        rules.append(
+            [
+                _med("Nitrofurantoin 100 MG Oral Capsule", 1, "", 2, why + " Nitrofurantoin 5 days.", refs),
+                _med(
+                    "Sulfamethoxazole 800 MG / Trimethoprim 160 MG Oral Tablet",
+                    1,
+                    "",
+                    2,
+                    why + " TMP-SMX 3 days.",
+                    refs,
+                ),
+                _med("Fosfomycin 3000 MG Oral Granules", 3, "g", 1, why + " Single dose of fosfomycin.", refs),
+            ]
+        )
 
     pain = s.conditions_in(CHRONIC_PAIN)
     if pain and not s.taking(ANALGESICS):
         why = "Chronic pain without an analgesic: acetaminophen first (lowest risk)."
-        rules.append([
-            _med("Acetaminophen 325 MG Oral Tablet", 2, "", 3, why, [pain[0]["reference"]], "313782"),
-            _med("Ibuprofen 200 MG Oral Tablet", 2, "", 3, "Chronic pain: short course of an NSAID.",
-                 [pain[0]["reference"]], "310965"),
-        ])
+        rules.append(
+            [
+                _med("Acetaminophen 325 MG Oral Tablet", 2, "", 3, why, [pain[0]["reference"]], "313782"),
+                _med(
+                    "Ibuprofen 200 MG Oral Tablet",
+                    2,
+                    "",
+                    3,
+                    "Chronic pain: short course of an NSAID.",
+                    [pain[0]["reference"]],
+                    "310965",
+                ),
+            ]
+        )
 
     ascvd_only = s.conditions_in(ASCVD)
     if ascvd_only and not s.taking(ANTIPLATELETS | ANTICOAGULANTS):
         why = "Atherosclerotic cardiovascular disease without antiplatelet therapy: secondary prevention (ACC/AHA)."
         refs = [ascvd_only[0]["reference"]]
-        rules.append([
-            _med("aspirin 81 MG Oral Tablet", 1, "", 1, why, refs),
-            _med("clopidogrel 75 MG Oral Tablet", 1, "", 1, why + " Clopidogrel (aspirin not possible).", refs, "309362"),
-        ])
+        rules.append(
+            [
+                _med("aspirin 81 MG Oral Tablet", 1, "", 1, why, refs),
+                _med(
+                    "clopidogrel 75 MG Oral Tablet",
+                    1,
+                    "",
+                    1,
+                    why + " Clopidogrel (aspirin not possible).",
+                    refs,
+                    "309362",
+                ),
+            ]
+        )
 
     hf = s.conditions_in(HEART_FAILURE)
     if hf and not s.taking(MRA):
-        rules.append([_med("Spironolactone 25 MG Oral Tablet", 1, "", 1,
-                           "Heart failure with reduced ejection fraction (confirm LVEF <= 40%): add a mineralocorticoid "
-                           "receptor antagonist (AHA/ACC/HFSA 2022).", [hf[0]["reference"], *renal_refs])])
+        rules.append(
+            [
+                _med(
+                    "Spironolactone 25 MG Oral Tablet",
+                    1,
+                    "",
+                    1,
+                    "Heart failure with reduced ejection fraction (confirm LVEF <= 40%): add a mineralocorticoid "
+                    "receptor antagonist (AHA/ACC/HFSA 2022).",
+                    [hf[0]["reference"], *renal_refs],
+                )
+            ]
+        )
 
     for problem in s.problems:
         refs = [problem["reference"], *problem["evidence"]]
-        rules.append([StopMedication(medication=problem["reference"], drug=problem["drug"], cites=refs,
-                                     rationale=f"Re-screening the active list: {problem['reason']}")])
+        rules.append(
+            [
+                StopMedication(
+                    medication=problem["reference"],
+                    drug=problem["drug"],
+                    cites=refs,
+                    rationale=f"Re-screening the active list: {problem['reason']}",
+                )
+            ]
+        )
 
     warf = [m for m in s.meds if "warfarin" in m["ingredients"]]
     if warf and not s.lab("6301-6", "34714-6", max_days=30):
-        rules.append([OrderLab(loinc="6301-6", display="INR in Platelet poor plasma by Coagulation assay",
-                               rationale="On warfarin with no INR in the last 30 days.", cites=[warf[0]["reference"]])])
+        rules.append(
+            [
+                OrderLab(
+                    loinc="6301-6",
+                    display="INR in Platelet poor plasma by Coagulation assay",
+                    rationale="On warfarin with no INR in the last 30 days.",
+                    cites=[warf[0]["reference"]],
+                )
+            ]
+        )
     met = [m for m in s.meds if "metformin" in m["ingredients"]]
     if met and not s.lab("2160-0", "38483-4", "33914-3", "62238-1", max_days=365):
-        rules.append([OrderLab(loinc="2160-0", display="Creatinine [Mass/volume] in Serum or Plasma",
-                               rationale="On metformin with no renal function in the last year.",
-                               cites=[met[0]["reference"]])])
+        rules.append(
+            [
+                OrderLab(
+                    loinc="2160-0",
+                    display="Creatinine [Mass/volume] in Serum or Plasma",
+                    rationale="On metformin with no renal function in the last year.",
+                    cites=[met[0]["reference"]],
+                )
+            ]
+        )
     return rules
 
 
@@ -277,8 +471,10 @@ def plan_for(s: Seen, blocked: set[str]) -> Plan:
         if choice is not None:
             proposals.append(choice)
     what = "; ".join(describe_proposal(p) for p in proposals) or "no change proposed"
-    return Plan(summary=f"Offline guideline planner reviewed the record as of {s.summary['as_of']}: {what}.",
-                proposals=proposals)
+    return Plan(
+        summary=f"Offline guideline planner reviewed the record as of {s.summary['as_of']}: {what}.",
+        proposals=proposals,
+    )
 
 
 def _respond(messages, info: AgentInfo) -> ModelResponse:

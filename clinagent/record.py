@@ -247,8 +247,14 @@ class PatientRecord:
                 continue
             if code in BP_PANELS:
                 for comp in o.get("component") or []:
-                    ccode = next((c.get("code") for c in (comp.get("code") or {}).get("coding") or []
-                                  if c.get("system") == LOINC_URI and c.get("code") in LABS), None)
+                    ccode = next(
+                        (
+                            c.get("code")
+                            for c in (comp.get("code") or {}).get("coding") or []
+                            if c.get("system") == LOINC_URI and c.get("code") in LABS
+                        ),
+                        None,
+                    )
                     if ccode and comp.get("valueQuantity"):
                         out.append((ccode, when, {**o, "valueQuantity": comp["valueQuantity"]}))
                 continue
@@ -264,7 +270,7 @@ class PatientRecord:
                 rows.append((when, q[0], q[1], self.ref(o)))
         return sorted(rows)
 
-    def facts(self, as_of: date | None = None, staleness: Staleness = Staleness()) -> PatientFacts:
+    def facts(self, as_of: date | None = None, staleness: Staleness = Staleness()) -> PatientFacts:  # noqa: B008 (frozen)
         return build_facts(self, as_of or datetime.now(UTC).date(), staleness)
 
 

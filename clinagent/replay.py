@@ -17,7 +17,9 @@ from .errors import RecordError
 from .record import load_record
 from .review import Review, SuggestionOut, run_review
 
-SHARED = Path(os.environ.get("CLINAGENT_SHARED_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+SHARED = Path(
+    os.environ.get("CLINAGENT_SHARED_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data")
+)
 
 
 @dataclass
@@ -59,9 +61,18 @@ def load_patient_cases(directory: str | Path) -> list[PatientCase]:
     for p in sorted(d.glob("*.json")):
         try:
             raw = json.loads(p.read_text())
-            cases.append(PatientCase(p.stem, p, raw.get("description", ""), resolve_bundle(raw["bundle"], p.parent),
-                                     date.fromisoformat(raw["as_of"]), raw.get("model", "offline"), raw["expected"],
-                                     raw.get("patient_id")))
+            cases.append(
+                PatientCase(
+                    p.stem,
+                    p,
+                    raw.get("description", ""),
+                    resolve_bundle(raw["bundle"], p.parent),
+                    date.fromisoformat(raw["as_of"]),
+                    raw.get("model", "offline"),
+                    raw["expected"],
+                    raw.get("patient_id"),
+                )
+            )
         except (KeyError, ValueError, TypeError) as e:
             raise RecordError(f"malformed patient case: {e}", where=str(p)) from None
     if not cases:
@@ -152,9 +163,13 @@ def format_confusion(m: dict[str, dict[str, int]]) -> str:
 def junit(outcomes: list[CaseOutcome], path: str | Path) -> None:
     from xml.etree import ElementTree as ET
 
-    suite = ET.Element("testsuite", name="clinagent-replay", tests=str(len(outcomes)),
-                       failures=str(sum(not o.passed for o in outcomes if not o.skipped)),
-                       skipped=str(sum(bool(o.skipped) for o in outcomes)))
+    suite = ET.Element(
+        "testsuite",
+        name="clinagent-replay",
+        tests=str(len(outcomes)),
+        failures=str(sum(not o.passed for o in outcomes if not o.skipped)),
+        skipped=str(sum(bool(o.skipped) for o in outcomes)),
+    )
     for o in outcomes:
         tc = ET.SubElement(suite, "testcase", classname="replay", name=o.case.id)
         if o.skipped:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, Field
 
@@ -16,12 +16,18 @@ SEVERITY_FHIR = {"block": "high", "warn": "moderate", "info": "low"}
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 # v3 ActCode detected-issue codes per gate category (DRG and DUPTHPY as in the FHIR R4 DetectedIssue examples)
 ISSUE_CODE = {
-    "drug-allergy": ("ALGY", "Allergy Alert"), "drug-drug": ("DRG", "Drug Interaction Alert"),
-    "duplicate-therapy": ("DUPTHPY", "Duplicate Therapy Alert"), "dose-single": ("DOSEH", "High Dose Alert"),
-    "dose-daily": ("DOSEH", "High Dose Alert"), "drug-renal": ("DOSECOND", "dosage-condition alert"),
-    "drug-age": ("AGE", "Age Alert"), "drug-diagnosis": ("COND", "Condition Alert"),
-    "drug-pregnancy": ("COND", "Condition Alert"), "drug-lab": ("COND", "Condition Alert"),
-    "drug-route": ("DOSE", "Dosage problem"), "unverifiable": ("DACT", "drug action detected issue"),
+    "drug-allergy": ("ALGY", "Allergy Alert"),
+    "drug-drug": ("DRG", "Drug Interaction Alert"),
+    "duplicate-therapy": ("DUPTHPY", "Duplicate Therapy Alert"),
+    "dose-single": ("DOSEH", "High Dose Alert"),
+    "dose-daily": ("DOSEH", "High Dose Alert"),
+    "drug-renal": ("DOSECOND", "dosage-condition alert"),
+    "drug-age": ("AGE", "Age Alert"),
+    "drug-diagnosis": ("COND", "Condition Alert"),
+    "drug-pregnancy": ("COND", "Condition Alert"),
+    "drug-lab": ("COND", "Condition Alert"),
+    "drug-route": ("DOSE", "Dosage problem"),
+    "unverifiable": ("DACT", "drug action detected issue"),
 }
 REQUEST_LIMIT = 8
 
@@ -66,12 +72,18 @@ class Review(BaseModel):
 def _suggestion(s: Screened, status: str) -> SuggestionOut:
     v = s.verdict
     return SuggestionOut(
-        id=s.resource["id"], kind=s.proposal.kind, title=s.title, status=status, attempt=s.attempt,
-        rationale=s.proposal.rationale, proposal=s.proposal.model_dump(mode="json"),
+        id=s.resource["id"],
+        kind=s.proposal.kind,
+        title=s.title,
+        status=status,
+        attempt=s.attempt,
+        rationale=s.proposal.rationale,
+        proposal=s.proposal.model_dump(mode="json"),
         findings=[f.as_dict() for f in s.findings],
         rules_evaluated=list(v.rules_evaluated) if v else ["grounding.cites"],
         facts_consulted=[e.as_dict() for e in v.facts_consulted] if v else [],
-        cites=s.cited, resource=s.resource,
+        cites=s.cited,
+        resource=s.resource,
     )
 
 
@@ -86,8 +98,15 @@ def _stale(facts, cited_refs: set[str]) -> list[dict]:
     return out
 
 
-def run_review(record: PatientRecord, *, model: str | None = None, as_of: date | None = None,
-               staleness: Staleness = Staleness(), retries: int = 2, kb=None) -> Review:
+def run_review(
+    record: PatientRecord,
+    *,
+    model: str | None = None,
+    as_of: date | None = None,
+    staleness: Staleness = Staleness(),  # noqa: B008 (frozen)
+    retries: int = 2,
+    kb=None,
+) -> Review:
     """Run the agent over one patient, gate everything it proposes, and report what is shown and blocked."""
     from pydantic_ai import UsageLimits, capture_run_messages
     from pydantic_ai.exceptions import AgentRunError
@@ -98,22 +117,32 @@ def run_review(record: PatientRecord, *, model: str | None = None, as_of: date |
     kb = kb or load_knowledge()
     facts = record.facts(as_of, staleness)
     choice = choose_model(model)
-    review = Review(run_id=str(uuid.uuid4()), patient=record.patient_ref, as_of=facts.as_of.isoformat(),
-                    model=choice.name, model_kind=choice.kind, knowledge_version=kb.version,
-                    started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    review = Review(
+        run_id=str(uuid.uuid4()),
+        patient=record.patient_ref,
+        as_of=facts.as_of.isoformat(),
+        model=choice.name,
+        model_kind=choice.kind,
+        knowledge_version=kb.version,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
     if facts.deceased:
-        review.notice = (f"The patient is recorded as deceased (as of {facts.as_of.isoformat()}): no suggestions "
-                         "are made.")
+        review.notice = (
+            f"The patient is recorded as deceased (as of {facts.as_of.isoformat()}): no suggestions are made."
+        )
         return review
     deps = ReviewDeps(record, facts, kb)
     limits = UsageLimits(request_limit=REQUEST_LIMIT, tool_calls_limit=40, total_tokens_limit=400_000)
-    prompt = (f"Review the record of patient {record.patient_ref} as of {facts.as_of.isoformat()} and propose "
-              "what the clinician should consider.")
+    prompt = (
+        f"Review the record of patient {record.patient_ref} as of {facts.as_of.isoformat()} and propose "
+        "what the clinician should consider."
+    )
     result = None
     with capture_run_messages() as messages:
         try:
-            result = get_agent().run_sync(prompt, deps=deps, model=choice.model, usage_limits=limits,
-                                          retries={"output": retries, "tools": 1})
+            result = get_agent().run_sync(
+                prompt, deps=deps, model=choice.model, usage_limits=limits, retries={"output": retries, "tools": 1}
+            )
         except AgentRunError as e:
             review.error = f"{type(e).__name__}: {e}"
     all_messages = list(result.all_messages() if result else messages)
@@ -124,8 +153,13 @@ def run_review(record: PatientRecord, *, model: str | None = None, as_of: date |
         review.run_id = result.run_id or review.run_id
         review.summary = result.output.summary
         u = result.usage
-        review.usage = {"requests": u.requests, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-                        "tool_calls": u.tool_calls, "output_attempts": len(deps.attempts)}
+        review.usage = {
+            "requests": u.requests,
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "tool_calls": u.tool_calls,
+            "output_attempts": len(deps.attempts),
+        }
     final = deps.attempts[-1] if deps.attempts else []
     for attempt in deps.attempts[:-1]:
         review.blocked += [_suggestion(s, "blocked") for s in attempt if not s.allowed]
@@ -163,13 +197,20 @@ def to_fhir(review: Review) -> dict:
         for i, f in enumerate(s.findings):
             code, display = ISSUE_CODE.get(f["category"], ("DACT", "drug action detected issue"))
             issue = {
-                "resourceType": "DetectedIssue", "id": f"{res['id']}-issue-{i}", "status": "final",
+                "resourceType": "DetectedIssue",
+                "id": f"{res['id']}-issue-{i}",
+                "status": "final",
                 "code": {"coding": [{"system": ACT_CODE, "code": code, "display": display}], "text": f["category"]},
-                "severity": SEVERITY_FHIR[f["severity"]], "patient": {"reference": review.patient},
-                "implicated": [{"reference": ref}], "detail": f["message"],
+                "severity": SEVERITY_FHIR[f["severity"]],
+                "patient": {"reference": review.patient},
+                "implicated": [{"reference": ref}],
+                "detail": f["message"],
                 "reference": f"https://w3id.org/clinagent/rules/{f['rule_id']}",
-                "evidence": [{"detail": [{"reference": e["reference"]}]} for e in f["evidence"]
-                             if e["type"] == "fhir" and "/" in e["reference"]],
+                "evidence": [
+                    {"detail": [{"reference": e["reference"]}]}
+                    for e in f["evidence"]
+                    if e["type"] == "fhir" and "/" in e["reference"]
+                ],
             }
             if not issue["evidence"]:
                 del issue["evidence"]
@@ -177,13 +218,28 @@ def to_fhir(review: Review) -> dict:
             targets.append({"reference": f"DetectedIssue/{issue['id']}"})
     if targets:
         prov = {
-            "resourceType": "Provenance", "id": f"provenance-{review.run_id}", "target": targets,
+            "resourceType": "Provenance",
+            "id": f"provenance-{review.run_id}",
+            "target": targets,
             "recorded": review.started_at,
             "reason": [{"text": "Decision support suggestion screened by deterministic safety gates"}],
-            "agent": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                                             "code": "assembler", "display": "Assembler"}]},
-                       "who": {"display": f"clinagent with {review.model} ({review.model_kind}); knowledge "
-                                          f"{review.knowledge_version[:12]}; run {review.run_id}"}}],
+            "agent": [
+                {
+                    "type": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                                "code": "assembler",
+                                "display": "Assembler",
+                            }
+                        ]
+                    },
+                    "who": {
+                        "display": f"clinagent with {review.model} ({review.model_kind}); knowledge "
+                        f"{review.knowledge_version[:12]}; run {review.run_id}"
+                    },
+                }
+            ],
             "entity": [{"role": "source", "what": {"reference": r}} for r in sources],
             "policy": [f"https://w3id.org/clinagent/knowledge/{review.knowledge_version}"],
         }

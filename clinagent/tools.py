@@ -28,8 +28,14 @@ class Value(BaseModel):
 def _value(m: Measured | None) -> Value | None:
     if m is None:
         return None
-    return Value(value=round(m.value, 2), unit=m.unit, date=m.when.isoformat() if m.when else None, reference=m.ref,
-                 stale=m.stale, method=m.method)
+    return Value(
+        value=round(m.value, 2),
+        unit=m.unit,
+        date=m.when.isoformat() if m.when else None,
+        reference=m.ref,
+        stale=m.stale,
+        method=m.method,
+    )
 
 
 class PatientSummary(BaseModel):
@@ -102,16 +108,30 @@ def patient_summary(ctx: RunContext[ReviewDeps]) -> PatientSummary:
     too old to be treated as current."""
     f = ctx.deps.facts
     age = f.age_years
-    return PatientSummary(reference=f.patient_ref, as_of=f.as_of.isoformat(),
-                          age_years=round(age, 1) if age is not None else None, sex=f.sex, deceased=f.deceased,
-                          weight_kg=_value(f.weight), egfr=_value(f.egfr), crcl=_value(f.crcl), pregnant=f.pregnant)
+    return PatientSummary(
+        reference=f.patient_ref,
+        as_of=f.as_of.isoformat(),
+        age_years=round(age, 1) if age is not None else None,
+        sex=f.sex,
+        deceased=f.deceased,
+        weight_kg=_value(f.weight),
+        egfr=_value(f.egfr),
+        crcl=_value(f.crcl),
+        pregnant=f.pregnant,
+    )
 
 
 def active_allergies(ctx: RunContext[ReviewDeps]) -> list[AllergyItem]:
     """The patient's active, not refuted allergies and intolerances (drug, food, environment)."""
-    return [AllergyItem(reference=a.ref, substance=display_name(a.text, a.codes, "unnamed"),
-                        codes=[f"{c.system}:{c.code}" for c in a.codes], criticality=a.criticality)
-            for a in ctx.deps.facts.allergies]
+    return [
+        AllergyItem(
+            reference=a.ref,
+            substance=display_name(a.text, a.codes, "unnamed"),
+            codes=[f"{c.system}:{c.code}" for c in a.codes],
+            criticality=a.criticality,
+        )
+        for a in ctx.deps.facts.allergies
+    ]
 
 
 def active_medications(ctx: RunContext[ReviewDeps]) -> list[MedicationItem]:
@@ -124,9 +144,16 @@ def active_medications(ctx: RunContext[ReviewDeps]) -> list[MedicationItem]:
         rx = next((c.code for c in m.codes if c.system == "rxnorm"), None)
         res = ctx.deps.record.resolve(m.ref) or {}
         di = (res.get("dosageInstruction") or [{}])[0]
-        out.append(MedicationItem(reference=m.ref, drug=display_name(m.text, m.codes, "unnamed"), rxnorm=rx,
-                                  ingredients=[ctx.deps.kb.ingredients[i].name for i in (d.ingredients if d else ())],
-                                  status=m.status, dosage=di.get("text") or _dosage_text(di)))
+        out.append(
+            MedicationItem(
+                reference=m.ref,
+                drug=display_name(m.text, m.codes, "unnamed"),
+                rxnorm=rx,
+                ingredients=[ctx.deps.kb.ingredients[i].name for i in (d.ingredients if d else ())],
+                status=m.status,
+                dosage=di.get("text") or _dosage_text(di),
+            )
+        )
     return out
 
 
@@ -136,8 +163,14 @@ def active_conditions(ctx: RunContext[ReviewDeps]) -> list[ConditionItem]:
     for c in ctx.deps.facts.conditions:
         code = next((x for x in c.codes if x.system == "snomed"), None)
         if code:
-            out.append(ConditionItem(reference=c.ref, snomed=code.code, display=code.display,
-                                     onset=c.onset.isoformat() if c.onset else None))
+            out.append(
+                ConditionItem(
+                    reference=c.ref,
+                    snomed=code.code,
+                    display=code.display,
+                    onset=c.onset.isoformat() if c.onset else None,
+                )
+            )
     return out
 
 
@@ -169,13 +202,27 @@ def lookup_drug(ctx: RunContext[ReviewDeps], name: str) -> DrugInfo:
     kb = ctx.deps.kb
     d = resolve_drug((), name, kb)
     if d is None:
-        return DrugInfo(query=name, resolved=False, ingredients=[], classes=[], high_alert=False, dose_limits=[],
-                        how="not in the knowledge base")
+        return DrugInfo(
+            query=name,
+            resolved=False,
+            ingredients=[],
+            classes=[],
+            high_alert=False,
+            dose_limits=[],
+            how="not in the knowledge base",
+        )
     ings = [kb.ingredients[i] for i in d.ingredients]
     classes = sorted({kb.classes[c].label for i in ings for c in i.classes if c in kb.classes})
     limits = [r.summary() for i in d.ingredients for r in kb.rules("dose", i)]
-    return DrugInfo(query=name, resolved=True, ingredients=[i.name for i in ings], classes=classes,
-                    high_alert=any(i.high_alert for i in ings), dose_limits=limits, how=d.how)
+    return DrugInfo(
+        query=name,
+        resolved=True,
+        ingredients=[i.name for i in ings],
+        classes=classes,
+        high_alert=any(i.high_alert for i in ings),
+        dose_limits=limits,
+        how=d.how,
+    )
 
 
 def check_order(ctx: RunContext[ReviewDeps], proposal: StartMedication) -> DryRun:
@@ -183,12 +230,19 @@ def check_order(ctx: RunContext[ReviewDeps], proposal: StartMedication) -> DryRu
     from .agent import screen
 
     result = screen(proposal, ctx.deps)
-    return DryRun(allowed=result.allowed,
-                  findings=[f"{f.severity} {f.category}: {f.message}" for f in result.findings])
+    return DryRun(allowed=result.allowed, findings=[f"{f.severity} {f.category}: {f.message}" for f in result.findings])
 
 
 # Findings on an ACTIVE medication that make it worth stopping (a missing dose on an old prescription is not one).
-_STOP_CATEGORIES = {"drug-allergy", "drug-drug", "drug-renal", "drug-pregnancy", "drug-diagnosis", "drug-lab", "drug-age"}
+_STOP_CATEGORIES = {
+    "drug-allergy",
+    "drug-drug",
+    "drug-renal",
+    "drug-pregnancy",
+    "drug-diagnosis",
+    "drug-lab",
+    "drug-age",
+}
 
 
 def screen_active_medications(ctx: RunContext[ReviewDeps]) -> list[MedicationProblem]:
@@ -208,9 +262,15 @@ def screen_active_medications(ctx: RunContext[ReviewDeps]) -> list[MedicationPro
         blocks = [f for f in v.findings if f.severity == "block" and f.category in _STOP_CATEGORIES]
         if blocks:
             refs = sorted({e.ref for f in blocks for e in f.evidence if e.kind == "fhir" and e.ref != m.ref})
-            out.append(MedicationProblem(reference=m.ref, drug=display_name(m.text, m.codes, "unnamed"),
-                                         reason=" ".join(f.message for f in blocks),
-                                         categories=sorted({f.category for f in blocks}), evidence=refs))
+            out.append(
+                MedicationProblem(
+                    reference=m.ref,
+                    drug=display_name(m.text, m.codes, "unnamed"),
+                    reason=" ".join(f.message for f in blocks),
+                    categories=sorted({f.category for f in blocks}),
+                    evidence=refs,
+                )
+            )
     return out
 
 
@@ -223,5 +283,13 @@ def _dosage_text(di: dict) -> str:
     return f"{amount} x{rep.get('frequency', '?')} per {rep.get('period', '?')} {rep.get('periodUnit', '')}".strip()
 
 
-TOOLS = (patient_summary, active_allergies, active_medications, active_conditions, latest_labs,
-         screen_active_medications, lookup_drug, check_order)
+TOOLS = (
+    patient_summary,
+    active_allergies,
+    active_medications,
+    active_conditions,
+    latest_labs,
+    screen_active_medications,
+    lookup_drug,
+    check_order,
+)

@@ -7,7 +7,6 @@ import threading
 from datetime import date
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-import pytest
 from pydantic_ai import ModelResponse, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
@@ -30,7 +29,9 @@ def retried_parts(messages) -> list:
 def test_offline_planner_replans_when_the_gate_blocks():
     r = review(B.strep_penicillin_allergy())
     assert r.model_kind.startswith("offline planner") and "not an LLM" in r.model_kind
-    blocked = {s.title.split(":")[0]: {f["category"] for f in s.findings if f["severity"] == "block"} for s in r.blocked}
+    blocked = {
+        s.title.split(":")[0]: {f["category"] for f in s.findings if f["severity"] == "block"} for s in r.blocked
+    }
     assert any("amoxicillin" in t and "drug-allergy" in c for t, c in blocked.items())
     assert any("cephalexin" in t and "drug-allergy" in c for t, c in blocked.items())
     assert [s.title for s in r.shown if "zithromycin" in s.title], [s.title for s in r.shown]
@@ -50,8 +51,10 @@ def test_blocked_proposal_dropped_after_replan_is_reported_never_shown():
 
 
 def test_deceased_patient_gets_a_notice_and_no_model_run():
-    doc = B.bundle(B.condition("dm", "44054006", "Diabetes mellitus type 2 (disorder)"),
-                   pat=B.patient(deceased="2025-01-01T00:00:00Z"))
+    doc = B.bundle(
+        B.condition("dm", "44054006", "Diabetes mellitus type 2 (disorder)"),
+        pat=B.patient(deceased="2025-01-01T00:00:00Z"),
+    )
     r = review(doc)
     assert "deceased" in r.notice and not r.shown and not r.blocked and r.usage == {}
 
@@ -59,18 +62,49 @@ def test_deceased_patient_gets_a_notice_and_no_model_run():
 # ---- an adversarial scripted model: the dangerous things a real LLM proposes ---------------------------------
 
 DANGEROUS = [
-    {"kind": "start_medication", "drug": "Amoxicillin 500 MG Oral Capsule", "rationale": "strep", "cites": ["Condition/strep"],
-     "dose": {"value": 1, "unit": "", "frequency": 2}},  # the allergen
-    {"kind": "start_medication", "drug": "Simvastatin 40 MG Oral Tablet", "rationale": "lipids", "cites": ["Condition/strep"],
-     "dose": {"value": 1, "unit": "", "frequency": 1}},  # contraindicated with active clarithromycin
-    {"kind": "start_medication", "drug": "lisinopril", "rationale": "bp", "cites": ["Condition/strep"],
-     "dose": {"value": 400, "unit": "mg", "frequency": 1}},  # tenfold dose
-    {"kind": "start_medication", "drug": "methotrexate", "rationale": "ra", "cites": ["Condition/strep"],
-     "dose": {"value": 15, "unit": "mg", "frequency": 1, "period": 1, "period_unit": "d"}},  # weekly drug, daily
-    {"kind": "start_medication", "drug": "zorblatinib", "rxnorm": "99999999", "rationale": "new", "cites": ["Condition/strep"],
-     "dose": {"value": 10, "unit": "mg", "frequency": 1}},  # hallucinated drug and code
-    {"kind": "start_medication", "drug": "Azithromycin 250 MG Oral Tablet", "rationale": "strep",
-     "cites": ["Condition/does-not-exist"], "dose": {"value": 2, "unit": "", "frequency": 1}},  # invented citation
+    {
+        "kind": "start_medication",
+        "drug": "Amoxicillin 500 MG Oral Capsule",
+        "rationale": "strep",
+        "cites": ["Condition/strep"],
+        "dose": {"value": 1, "unit": "", "frequency": 2},
+    },  # the allergen
+    {
+        "kind": "start_medication",
+        "drug": "Simvastatin 40 MG Oral Tablet",
+        "rationale": "lipids",
+        "cites": ["Condition/strep"],
+        "dose": {"value": 1, "unit": "", "frequency": 1},
+    },  # contraindicated with active clarithromycin
+    {
+        "kind": "start_medication",
+        "drug": "lisinopril",
+        "rationale": "bp",
+        "cites": ["Condition/strep"],
+        "dose": {"value": 400, "unit": "mg", "frequency": 1},
+    },  # tenfold dose
+    {
+        "kind": "start_medication",
+        "drug": "methotrexate",
+        "rationale": "ra",
+        "cites": ["Condition/strep"],
+        "dose": {"value": 15, "unit": "mg", "frequency": 1, "period": 1, "period_unit": "d"},
+    },  # weekly drug, daily
+    {
+        "kind": "start_medication",
+        "drug": "zorblatinib",
+        "rxnorm": "99999999",
+        "rationale": "new",
+        "cites": ["Condition/strep"],
+        "dose": {"value": 10, "unit": "mg", "frequency": 1},
+    },  # hallucinated drug and code
+    {
+        "kind": "start_medication",
+        "drug": "Azithromycin 250 MG Oral Tablet",
+        "rationale": "strep",
+        "cites": ["Condition/does-not-exist"],
+        "dose": {"value": 2, "unit": "", "frequency": 1},
+    },  # invented citation
     {"kind": "order_lab", "loinc": "4548-4", "display": "HbA1c", "rationale": "screen", "cites": []},  # ungrounded
 ]
 
@@ -90,8 +124,10 @@ def test_adversarial_model_ends_fully_blocked_with_the_retry_loop_visible(monkey
     assert r.shown == [] and not r.withheld
     final = [s for s in r.blocked if s.attempt == 2]
     assert len(final) == len(DANGEROUS)
-    reasons = {s.proposal.get("drug", s.proposal.get("loinc")): {f["category"] for f in s.findings if f["severity"] == "block"}
-               for s in final}
+    reasons = {
+        s.proposal.get("drug", s.proposal.get("loinc")): {f["category"] for f in s.findings if f["severity"] == "block"}
+        for s in final
+    }
     assert "drug-allergy" in reasons["Amoxicillin 500 MG Oral Capsule"]
     assert "drug-drug" in reasons["Simvastatin 40 MG Oral Tablet"]
     assert "dose-single" in reasons["lisinopril"] or "dose-daily" in reasons["lisinopril"]
@@ -139,8 +175,10 @@ def test_instructions_hidden_in_free_text_change_nothing():
     dirty = review(doc)
 
     def outline(rv):
-        return ([(s.title, s.status, [f["category"] for f in s.findings]) for s in rv.shown + rv.blocked],
-                rv.usage.get("requests"))
+        return (
+            [(s.title, s.status, [f["category"] for f in s.findings]) for s in rv.shown + rv.blocked],
+            rv.usage.get("requests"),
+        )
 
     assert outline(dirty) == outline(clean)
 
@@ -159,8 +197,11 @@ def test_fhir_export_is_valid_r4_with_detected_issues_and_provenance():
     mrs = [e["resource"] for e in doc["entry"] if e["resource"]["resourceType"] == "MedicationRequest"]
     assert {m["intent"] for m in mrs} == {"proposal"}
     assert {m["status"] for m in mrs} == {"draft", "cancelled"}  # blocked ones are cancelled, never actionable
-    algy = [e["resource"] for e in doc["entry"] if e["resource"]["resourceType"] == "DetectedIssue"
-            and e["resource"]["code"]["coding"][0]["code"] == "ALGY"]
+    algy = [
+        e["resource"]
+        for e in doc["entry"]
+        if e["resource"]["resourceType"] == "DetectedIssue" and e["resource"]["code"]["coding"][0]["code"] == "ALGY"
+    ]
     assert algy and algy[0]["severity"] == "high"
 
 
@@ -178,14 +219,33 @@ class _Stub(BaseHTTPRequestHandler):
             calls = [{"id": "c1", "type": "function", "function": {"name": "active_conditions", "arguments": "{}"}}]
         else:
             out = next(t for t in tools if t.startswith("final_result"))
-            args = {"summary": "stub", "proposals": [{
-                "kind": "start_medication", "drug": "Azithromycin 250 MG Oral Tablet", "rationale": "strep",
-                "cites": ["Condition/strep"], "dose": {"value": 2, "unit": "", "frequency": 1}}]}
+            args = {
+                "summary": "stub",
+                "proposals": [
+                    {
+                        "kind": "start_medication",
+                        "drug": "Azithromycin 250 MG Oral Tablet",
+                        "rationale": "strep",
+                        "cites": ["Condition/strep"],
+                        "dose": {"value": 2, "unit": "", "frequency": 1},
+                    }
+                ],
+            }
             calls = [{"id": "c2", "type": "function", "function": {"name": out, "arguments": json.dumps(args)}}]
-        payload = {"id": f"chatcmpl-{len(_Stub.calls)}", "object": "chat.completion", "created": 0, "model": "stub",
-                   "choices": [{"index": 0, "finish_reason": "tool_calls",
-                                "message": {"role": "assistant", "content": None, "tool_calls": calls}}],
-                   "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+        payload = {
+            "id": f"chatcmpl-{len(_Stub.calls)}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "stub",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {"role": "assistant", "content": None, "tool_calls": calls},
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
         data = json.dumps(payload).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -213,7 +273,9 @@ def test_openai_compatible_provider_against_a_loopback_stub(monkeypatch):
     assert r.model == "openai-compatible:stub-model" and r.model_kind == "LLM"
     assert len(_Stub.calls) == 2 and _Stub.calls[0]["model"] == "stub-model"
     assert any(m.get("role") == "tool" for m in _Stub.calls[1]["messages"])  # the tool result went back
-    assert [s.title for s in r.shown] == ["Start Azithromycin 250 MG Oral Tablet: 2 tablet(s)/capsule(s) oral once daily"]
+    assert [s.title for s in r.shown] == [
+        "Start Azithromycin 250 MG Oral Tablet: 2 tablet(s)/capsule(s) oral once daily"
+    ]
     raw = json.dumps(_Stub.calls)
     assert '"resourceType"' not in raw  # the prompt carries the facts the tools return, never raw FHIR resources
 
