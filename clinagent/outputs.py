@@ -17,6 +17,17 @@ class DoseSpec(BaseModel):
     period_unit: Literal["h", "d", "wk"] = Field(default="d", description="Unit of the period: h, d or wk.")
     route: Literal["oral", "intravenous", "intramuscular", "subcutaneous", "inhalation", "topical"] = "oral"
 
+    def describe(self) -> str:
+        """In plain words: '500 mg oral twice a day', '1 tablet/capsule oral every 8 h'."""
+        amount = f"{self.value:g} {self.unit}" if self.unit else f"{self.value:g} tablet(s)/capsule(s)"
+        if self.period_unit == "h":
+            timing = f"every {self.period / self.frequency:g} h"
+        else:
+            times = {1: "once", 2: "twice"}.get(int(self.frequency), f"{self.frequency:g} times")
+            unit = {"d": "day", "wk": "week"}[self.period_unit]
+            timing = f"{times} a {unit}" if self.period == 1 else f"{times} every {self.period:g} {unit}s"
+        return f"{amount} {self.route} {timing}"
+
 
 class _Action(BaseModel):
     rationale: str = Field(description="Why, in one or two sentences a clinician can check against the record.")

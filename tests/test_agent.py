@@ -274,7 +274,7 @@ def test_openai_compatible_provider_against_a_loopback_stub(monkeypatch):
     assert len(_Stub.calls) == 2 and _Stub.calls[0]["model"] == "stub-model"
     assert any(m.get("role") == "tool" for m in _Stub.calls[1]["messages"])  # the tool result went back
     assert [s.title for s in r.shown] == [
-        "Start Azithromycin 250 MG Oral Tablet: 2 tablet(s)/capsule(s) oral once daily"
+        "Start Azithromycin 250 MG Oral Tablet: 2 tablet(s)/capsule(s) oral once a day"
     ]
     raw = json.dumps(_Stub.calls)
     assert '"resourceType"' not in raw  # the prompt carries the facts the tools return, never raw FHIR resources
