@@ -28,7 +28,9 @@ def test_review_json_contract_and_fhir_out(tmp_path):
     assert rv["model"] == "offline-guideline-planner" and len(rv["message_history_sha256"]) == 64
     assert rv["shown"] and rv["blocked"]
     s = rv["shown"][0]
-    assert {"cites", "findings", "rules_evaluated", "facts_consulted", "resource"} <= set(s)
+    assert {"cites", "findings", "rules_evaluated", "facts_consulted", "resource", "provenance"} <= set(s)
+    assert s["provenance"]["model"] == rv["model"] and s["provenance"]["run_id"] == rv["run_id"]
+    assert s["provenance"]["knowledge_version"] == rv["knowledge_version"]
     (bundle,) = list(out.glob("review-*.json"))
     from fhir.resources.R4B.bundle import Bundle
 
