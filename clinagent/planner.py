@@ -62,6 +62,9 @@ STATINS = {"atorvastatin", "simvastatin", "rosuvastatin", "pravastatin", "lovast
 ICS = {"fluticasone", "budesonide", "beclomethasone", "mometasone", "ciclesonide"}
 ANTIPLATELETS = {"aspirin", "clopidogrel", "prasugrel", "ticagrelor"}
 MRA = {"spironolactone", "eplerenone"}
+# Drugs that can be held for a while when they interact with something that must continue (an antibiotic course).
+HOLDABLE = STATINS | {"ibuprofen", "naproxen", "diclofenac", "meloxicam", "omeprazole", "esomeprazole", "pantoprazole",
+                      "lansoprazole", "tizanidine", "ramelteon", "sildenafil", "tadalafil", "colchicine"}
 ANALGESICS = {"acetaminophen", "ibuprofen", "naproxen", "celecoxib", "tramadol", "oxycodone", "hydrocodone", "morphine"}
 
 
@@ -246,8 +249,12 @@ def candidates(s: Seen) -> list[list]:
 
     af = s.conditions_in(ATRIAL_FIBRILLATION)
     if af and not s.taking(ANTICOAGULANTS):
-        cr = s.lab("2160-0", "38483-4")
-        criteria = sum([age >= 80, bool(weight and weight["value"] <= 60), bool(cr and cr["value"] >= 1.5)])
+        # apixaban 2.5 mg when two of: age >= 80, weight <= 60 kg, serum creatinine >= 1.5 mg/dL (current values only)
+        cr = s.summary.get("creatinine_mg_dl")
+        current_weight = weight if weight and not weight.get("stale") else None
+        current_cr = cr if cr and not cr.get("stale") else None
+        criteria = sum([age >= 80, bool(current_weight and current_weight["value"] <= 60),
+                        bool(current_cr and current_cr["value"] >= 1.5)])
         strength = "2.5" if criteria >= 2 else "5"
         why = (
             "Atrial fibrillation without anticoagulation: stroke prevention (apixaban dose by age, weight, creatinine)."
@@ -269,7 +276,7 @@ def candidates(s: Seen) -> list[list]:
         )
 
     ascvd = s.conditions_in(ASCVD) or s.conditions_in(HYPERLIPIDEMIA) or (dm if 40 <= age <= 75 else [])
-    if ascvd and not s.taking(STATINS):
+    if ascvd and not s.taking(STATINS) and not s.summary.get("pregnant"):  # statins are stopped in pregnancy
         why = "Statin indicated (ASCVD, hyperlipidemia or diabetes aged 40-75) and none active (ACC/AHA)."
         refs = [ascvd[0]["reference"]]
         rules.append(
@@ -423,6 +430,8 @@ def candidates(s: Seen) -> list[list]:
         )
 
     for problem in s.problems:
+        if set(problem["categories"]) == {"drug-drug"} and not (set(problem.get("ingredients", [])) & HOLDABLE):
+            continue  # an interaction alone: hold the drug that can safely wait (e.g. the statin), not both
         refs = [problem["reference"], *problem["evidence"]]
         rules.append(
             [

@@ -458,12 +458,7 @@ def build_facts(rec: PatientRecord, as_of: date, st: Staleness) -> PatientFacts:
 
     conditions = []
     for c in rec.resources("Condition"):
-        clin, ver = _status(c.get("clinicalStatus")), _status(c.get("verificationStatus"))
-        if ver in ("refuted", "entered-in-error"):
-            continue
-        if clin and clin not in ("active", "recurrence", "relapse"):
-            continue
-        if not clin and (c.get("abatementDateTime") or c.get("abatementPeriod")):
+        if not condition_active(c, as_of):
             continue
         codes = codes_of(c.get("code"))
         conditions.append(Condition(rec.ref(c), codes, parse_date(c.get("onsetDateTime"))))
@@ -483,6 +478,8 @@ def build_facts(rec: PatientRecord, as_of: date, st: Staleness) -> PatientFacts:
         clin, ver = _status(a.get("clinicalStatus")), _status(a.get("verificationStatus"))
         if ver in ("refuted", "entered-in-error") or clin in ("inactive", "resolved"):
             continue
+        if _after(as_of, a.get("onsetDateTime") or a.get("recordedDate")):
+            continue  # recorded after the date we reason at
         code = a.get("code") or {}
         allergies.append(
             Allergy(
@@ -498,15 +495,36 @@ def build_facts(rec: PatientRecord, as_of: date, st: Staleness) -> PatientFacts:
 
     meds = []
     for m in rec.resources("MedicationRequest"):
-        if m.get("status") in ("active", "on-hold"):
+        if m.get("status") in ("active", "on-hold") and not _after(as_of, m.get("authoredOn")):
             codes, text = medication_codes(m, rec)
             meds.append(ActiveMedication(rec.ref(m), codes, text, m["status"]))
     for m in rec.resources("MedicationStatement"):
-        if m.get("status") == "active":
+        start = m.get("effectiveDateTime") or (m.get("effectivePeriod") or {}).get("start")
+        if m.get("status") == "active" and not _after(as_of, start):
             codes, text = medication_codes(m, rec)
             meds.append(ActiveMedication(rec.ref(m), codes, text, "active"))
     facts.medications = tuple(meds)
     return facts
+
+
+def _after(as_of: date, value: str | None) -> bool:
+    d = parse_date(value)
+    return d is not None and d > as_of
+
+
+def condition_active(c: dict, as_of: date) -> bool:
+    """Was this Condition active on ``as_of``? Onset and abatement dates decide for a replayed date: an episode
+    resolved today was active while it lasted; one that starts later did not exist yet."""
+    clin, ver = _status(c.get("clinicalStatus")), _status(c.get("verificationStatus"))
+    if ver in ("refuted", "entered-in-error"):
+        return False
+    onset = c.get("onsetDateTime") or (c.get("onsetPeriod") or {}).get("start") or c.get("recordedDate")
+    if _after(as_of, onset):
+        return False
+    abated = parse_date(c.get("abatementDateTime") or (c.get("abatementPeriod") or {}).get("end"))
+    if clin in ("", "active", "recurrence", "relapse"):
+        return abated is None or abated > as_of
+    return abated is not None and abated > as_of  # inactive/resolved/remission now, but not yet then
 
 
 def medication_codes(r: dict, rec: PatientRecord | None = None) -> tuple[tuple[Code, ...], str]:

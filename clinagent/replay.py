@@ -84,7 +84,9 @@ def _matches(s: SuggestionOut, want: dict) -> bool:
     if "kind" in want and s.kind != want["kind"]:
         return False
     if "drug" in want:
-        text = " ".join([s.title, json.dumps(s.proposal), json.dumps(s.resource.get("medicationCodeableConcept", {}))])
+        names = [s.title, str(s.proposal.get("drug", "")), str(s.proposal.get("medication", "")),
+                 json.dumps(s.resource.get("medicationCodeableConcept", {}))]
+        text = " ".join(names)  # never the rationale: an alternative's reason may name the drug it replaces
         if want["drug"].lower() not in text.lower():
             return False
     if "loinc" in want and s.proposal.get("loinc") != want["loinc"]:

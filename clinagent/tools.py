@@ -47,6 +47,7 @@ class PatientSummary(BaseModel):
     weight_kg: Value | None
     egfr: Value | None
     crcl: Value | None
+    creatinine_mg_dl: Value | None
     pregnant: str | None  # the reference that says so
 
 
@@ -92,6 +93,7 @@ class DrugInfo(BaseModel):
 class MedicationProblem(BaseModel):
     reference: str
     drug: str
+    ingredients: list[str]
     reason: str
     categories: list[str]
     evidence: list[str]
@@ -117,6 +119,7 @@ def patient_summary(ctx: RunContext[ReviewDeps]) -> PatientSummary:
         weight_kg=_value(f.weight),
         egfr=_value(f.egfr),
         crcl=_value(f.crcl),
+        creatinine_mg_dl=_value(f.creatinine),
         pregnant=f.pregnant,
     )
 
@@ -249,6 +252,7 @@ def screen_active_medications(ctx: RunContext[ReviewDeps]) -> list[MedicationPro
     """Re-screen each active medication with the safety gates as if it were ordered today (allergies, interactions,
     renal function, pregnancy, conditions, labs): the ones that would now be BLOCKED, with the reason."""
     from guardrails import gate
+    from guardrails.resolve import resolve_drug
 
     from .record import parse_order
 
@@ -258,19 +262,18 @@ def screen_active_medications(ctx: RunContext[ReviewDeps]) -> list[MedicationPro
         res = deps.record.resolve(m.ref)
         if res is None or res.get("resourceType") != "MedicationRequest":
             continue
-        v = gate(parse_order(res, deps.record.source, m.ref, deps.record), deps.facts, deps.kb)
+        order = parse_order(res, deps.record.source, m.ref, deps.record)
+        v = gate(order, deps.facts, deps.kb)
         blocks = [f for f in v.findings if f.severity == "block" and f.category in _STOP_CATEGORIES]
         if blocks:
+            drug = resolve_drug(order.codes, order.text, deps.kb)
             refs = sorted({e.ref for f in blocks for e in f.evidence if e.kind == "fhir" and e.ref != m.ref})
-            out.append(
-                MedicationProblem(
-                    reference=m.ref,
-                    drug=display_name(m.text, m.codes, "unnamed"),
-                    reason=" ".join(f.message for f in blocks),
-                    categories=sorted({f.category for f in blocks}),
-                    evidence=refs,
-                )
-            )
+            out.append(MedicationProblem(
+                reference=m.ref, drug=display_name(m.text, m.codes, "unnamed"),
+                ingredients=[deps.kb.ingredients[i].name for i in (drug.ingredients if drug else ())],
+                reason=" ".join(f.message for f in blocks), categories=sorted({f.category for f in blocks}),
+                evidence=refs,
+            ))
     return out
 
 

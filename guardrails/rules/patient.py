@@ -31,7 +31,11 @@ def check_renal(ctx: Context) -> Iterator[Finding]:
         if not rules:
             continue
         name = ctx.name(ing)
-        missing_reported = False
+        # Without a current renal lab, warn only where renal function could make THIS order unsafe: the drug is
+        # contraindicated at some clearance, high-alert, or the ordered daily dose exceeds a renal maximum. Otherwise
+        # a drug merely adjusted at low clearance (amoxicillin 500 mg twice daily) would warn on every order.
+        needs_lab = ctx.kb.ingredients[ing].high_alert or any(_could_block(ctx, ing, r) for r in rules)
+        missing_reported = not needs_lab
         for r in rules:
             ctx.consult(r)
             value, note = _renal_value(ctx, r.measure)
@@ -88,6 +92,17 @@ def check_renal(ctx: Context) -> Iterator[Finding]:
                 continue
             sev = _SEV.get(r.action, "warn")
             yield ctx.finding("drug-renal", sev, f"{name} at {band}: {r.message}".strip(), ev)
+
+
+def _could_block(ctx: Context, ing: str, r) -> bool:
+    if r.action == "contraindicated":
+        return True
+    if r.action != "maxDaily":
+        return False
+    daily = ctx.daily(ing, r.dose_unit)
+    if daily is None or r.max_daily_per_kg is not None:
+        return True
+    return r.max_daily is not None and daily > r.max_daily
 
 
 def check_age(ctx: Context) -> Iterator[Finding]:
