@@ -147,12 +147,79 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_BLOCKED if failed else EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from .auth import is_loopback
+    from .errors import ConfigError
+
+    auth_config = args.auth_config or os.environ.get("CLINAGENT_AUTH_CONFIG")
+    if args.no_auth and not is_loopback(args.host):
+        raise ConfigError(f"--no-auth is refused on {args.host}: bind a loopback address (127.0.0.1, ::1) to use it")
+    if not args.no_auth and not auth_config:
+        raise ConfigError("give --auth-config FILE (or CLINAGENT_AUTH_CONFIG); --no-auth only for local development")
+    import uvicorn
+
+    from .api import Settings, create_app
+
+    app = create_app(Settings(database_url=args.database_url, auth_config=auth_config, no_auth=args.no_auth,
+                              model=args.model, public_base_url=args.public_url))
+    # access_log off: paths and headers never reach a log (no PHI, no tokens)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")
+    return EXIT_OK
+
+
 def cmd_knowledge(args: argparse.Namespace) -> int:
     from guardrails import load_knowledge
 
     kb = load_knowledge(use_cache=not args.no_cache)
     out = {"knowledge_version": kb.version, **kb.stats}
     sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    return EXIT_OK
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    from .store import default_url
+
+    return args.database_url or default_url()
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    from .errors import ConfigError
+    from .store import Store
+
+    url = _store_url(args)
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:"):
+        from pathlib import Path
+
+        if not Path(u.database).exists():  # verifying must not create an empty database
+            raise ConfigError(f"no database at {u.database}")
+    store = Store(url, migrate=False)
+    try:
+        if not sa.inspect(store.engine).has_table("audit_log"):
+            raise ConfigError("no audit log in this database (create it with `clinagent db upgrade`)")
+        report = store.verify_audit()
+    except sa.exc.SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or type(e).__name__).splitlines()[0]
+        raise ConfigError(f"cannot read the audit log: {reason}") from None
+    finally:
+        store.close()
+    print(report.message if report.ok else f"FAILED: {report.message} ({report.rows} rows read)")
+    return EXIT_OK if report.ok else EXIT_BLOCKED
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from .store import Store, current_revision
+
+    store = Store(_store_url(args))  # opening a Store runs `alembic upgrade head`
+    try:
+        print(f"database schema at revision {current_revision(store.engine)} ({store.backend})")
+    finally:
+        store.close()
     return EXIT_OK
 
 
@@ -212,9 +279,27 @@ def build_parser() -> argparse.ArgumentParser:
     p2.add_argument("--junit", default=None, metavar="FILE", help="write a JUnit XML report")
     p2.add_argument("--model", default=None, help="override each case's model")
     p2.set_defaults(func=cmd_replay)
+    sv = sub.add_parser("serve", help="serve CDS Hooks 2.0 and the REST API (OpenAPI at /docs)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8080)
+    sv.add_argument("--auth-config", default=None, help="JSON file: CDS clients (iss -> JWKS) and REST tokens")
+    sv.add_argument("--no-auth", action="store_true", help="no authentication (local development; loopback only)")
+    sv.add_argument("--database-url", default=None, help="store URL (default $DATABASE_URL or sqlite:///clinagent.db)")
+    sv.add_argument("--model", default=None, help="model for patient-view reviews (default offline)")
+    sv.add_argument("--public-url", default=None, help="the base URL clients call, when behind a proxy (JWT aud)")
+    sv.set_defaults(func=cmd_serve)
     k = sub.add_parser("knowledge", help="compile the knowledge base and print its version and counts")
     k.add_argument("--no-cache", action="store_true", help="compile from the Turtle even if a cache exists")
     k.set_defaults(func=cmd_knowledge)
+    url_help = "the store (default $DATABASE_URL, else sqlite:///clinagent.db in the working directory)"
+    au = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
+    av = au.add_parser("verify", help="check the audit log's hash chain; exit 1 at the first bad row")
+    av.add_argument("--database-url", default=None, metavar="URL", help=url_help)
+    av.set_defaults(func=cmd_audit_verify)
+    db = sub.add_parser("db", help="the store's schema").add_subparsers(dest="db_command", required=True)
+    du = db.add_parser("upgrade", help="create or upgrade the store's schema (alembic upgrade head)")
+    du.add_argument("--database-url", default=None, metavar="URL", help=url_help)
+    du.set_defaults(func=cmd_db_upgrade)
     return p
 
 

@@ -305,6 +305,8 @@ def record_from_resources(
         patients = [r for r in patients if r.get("id") == patient_id]
     if not patients:
         raise RecordError("no Patient resource" + (f" with id {patient_id}" if patient_id else ""), where=where)
+    if len({r.get("id") for r in patients}) == 1:
+        patients = patients[:1]  # the same Patient sent twice (e.g. under two prefetch keys)
     if len(patients) > 1:
         ids = ", ".join(str(r.get("id")) for r in patients[:5])
         raise RecordError(
@@ -578,10 +580,34 @@ def load_orders(path: str | Path) -> list[tuple[dict, MedicationOrder]]:
     return out
 
 
+def _upgrade_dosage(r: dict) -> dict:
+    """Two shapes real clients send that R4 does not allow, both in the CDS Hooks library's own examples: STU3's
+    doseQuantity/rateQuantity directly on the Dosage (R4 moved them into doseAndRate: order-sign), and doseAndRate
+    as one object instead of a list (order-select). Normalise those two, change nothing else."""
+    keys = ("doseQuantity", "doseRange", "rateQuantity", "rateRatio", "rateRange")
+    dis = r.get("dosageInstruction")
+    if not isinstance(dis, list) or not any(
+        isinstance(d, dict) and (any(k in d for k in keys) or isinstance(d.get("doseAndRate"), dict)) for d in dis
+    ):
+        return r
+    out = dict(r)
+    out["dosageInstruction"] = []
+    for d in dis:
+        if isinstance(d, dict) and isinstance(d.get("doseAndRate"), dict):
+            d = d | {"doseAndRate": [d["doseAndRate"]]}
+        if isinstance(d, dict) and "doseAndRate" not in d:
+            moved = {k: d[k] for k in keys if k in d}
+            if moved:
+                d = {k: v for k, v in d.items() if k not in moved} | {"doseAndRate": [moved]}
+        out["dosageInstruction"].append(d)
+    return out
+
+
 def parse_order(
     r: dict, where: str = "<order>", pointer: str = "", rec: PatientRecord | None = None
 ) -> MedicationOrder:
     """A MedicationRequest (validated with R4B) reduced to the fields the gates check."""
+    r = _upgrade_dosage(r)
     _validate(r, where, pointer)
     codes, text = medication_codes(r, rec)
     problems: list[str] = []
