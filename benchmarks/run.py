@@ -242,11 +242,18 @@ def last_activity(path: Path) -> date:
     from clinagent.record import parse_date
 
     doc = json.loads(path.read_text())
-    dates = [parse_date(e["resource"].get(k)) for e in doc.get("entry", [])
-             for k in ("effectiveDateTime", "authoredOn", "onsetDateTime") if e["resource"].get(k)]
+    dates = [
+        parse_date(e["resource"].get(k))
+        for e in doc.get("entry", [])
+        for k in ("effectiveDateTime", "authoredOn", "onsetDateTime")
+        if e["resource"].get(k)
+    ]
     last = max(d for d in dates if d)
-    died = [parse_date(e["resource"].get("deceasedDateTime")) for e in doc.get("entry", [])
-            if e["resource"].get("resourceType") == "Patient" and e["resource"].get("deceasedDateTime")]
+    died = [
+        parse_date(e["resource"].get("deceasedDateTime"))
+        for e in doc.get("entry", [])
+        if e["resource"].get("resourceType") == "Patient" and e["resource"].get("deceasedDateTime")
+    ]
     if died and died[0] and died[0] <= last:
         last = died[0] - timedelta(days=1)  # review the patient on the last day alive
     return last
@@ -268,19 +275,90 @@ def bench_reviews() -> dict:
         t1 = time.perf_counter()
         r = run_review(rec, as_of=as_of, kb=kb)
         t2 = time.perf_counter()
-        rows.append({"file": f.name, "mb": f.stat().st_size / 1e6, "load_s": t1 - t0, "review_s": t2 - t1,
-                     "requests": r.usage.get("requests", 0), "input_tokens": r.usage.get("input_tokens", 0),
-                     "output_tokens": r.usage.get("output_tokens", 0), "shown": len(r.shown), "blocked": len(r.blocked),
-                     "deceased": bool(r.notice)})
+        rows.append(
+            {
+                "file": f.name,
+                "mb": f.stat().st_size / 1e6,
+                "load_s": t1 - t0,
+                "review_s": t2 - t1,
+                "requests": r.usage.get("requests", 0),
+                "input_tokens": r.usage.get("input_tokens", 0),
+                "output_tokens": r.usage.get("output_tokens", 0),
+                "shown": len(r.shown),
+                "blocked": len(r.blocked),
+                "deceased": bool(r.notice),
+            }
+        )
     total = [x["load_s"] + x["review_s"] for x in rows]
     largest = max(rows, key=lambda x: x["mb"])
     alive = [x for x in rows if not x["deceased"]]
-    return {"patients": len(rows), "total_s": sum(total), "median_s": statistics.median(total),
-            "load_share": sum(x["load_s"] for x in rows) / sum(total),
-            "max_requests": max(x["requests"] for x in rows), "median_requests_alive": statistics.median(
-                x["requests"] for x in alive) if alive else 0,
-            "patients_with_blocked": sum(1 for x in rows if x["blocked"]), "shown": sum(x["shown"] for x in rows),
-            "blocked": sum(x["blocked"] for x in rows), "largest": largest, "rows": rows}
+    return {
+        "patients": len(rows),
+        "total_s": sum(total),
+        "median_s": statistics.median(total),
+        "load_share": sum(x["load_s"] for x in rows) / sum(total),
+        "max_requests": max(x["requests"] for x in rows),
+        "median_requests_alive": statistics.median(x["requests"] for x in alive) if alive else 0,
+        "patients_with_blocked": sum(1 for x in rows if x["blocked"]),
+        "shown": sum(x["shown"] for x in rows),
+        "blocked": sum(x["blocked"] for x in rows),
+        "largest": largest,
+        "rows": rows,
+    }
+
+
+def bench_service(seconds: float) -> dict:
+    """order-sign with full prefetch against `clinagent serve` on loopback (SQLite store, audit on every call):
+    latency of sequential calls, then throughput with 8 concurrent clients (the clients share the 2 cores)."""
+    import tempfile
+    import threading
+
+    import httpx
+
+    sys.path.insert(0, str(ROOT))
+    from tests.test_service_load import body, start
+
+    with tempfile.TemporaryDirectory() as d:
+        proc, base = start(Path(d) / "bench.db", Path(d) / "server.log")
+        try:
+            url = f"{base}/cds-services/clinagent-order-sign"
+            with httpx.Client(timeout=30) as c:
+                for _ in range(20):
+                    c.post(url, json=body())
+                lat = []
+                for _ in range(300):
+                    b = body()
+                    t = time.perf_counter()
+                    r = c.post(url, json=b)
+                    lat.append((time.perf_counter() - t) * 1000)
+                    assert r.status_code == 200
+            done = []
+            stop = time.perf_counter() + seconds
+
+            def worker():
+                with httpx.Client(timeout=30) as cl:
+                    while time.perf_counter() < stop:
+                        if cl.post(url, json=body()).status_code == 200:
+                            done.append(1)
+
+            threads = [threading.Thread(target=worker) for _ in range(8)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - t0
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return {
+        "p50_ms": pct(lat, 50),
+        "p95_ms": pct(lat, 95),
+        "p99_ms": pct(lat, 99),
+        "sequential_samples": len(lat),
+        "throughput_rps": len(done) / elapsed,
+        "concurrent_clients": 8,
+    }
 
 
 def bench_process(n: int) -> dict:
@@ -338,6 +416,7 @@ def main() -> int:
         "records": bench_records(n),
         "check_process": bench_process(n),
         "reviews": bench_reviews(),
+        "service": bench_service(3 if a.quick else 10),
     }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
@@ -365,6 +444,11 @@ def main() -> int:
     print(
         f"clinagent check process: warm {p['warm_wall_median_s']:.2f} s (median), peak {p['warm_peak_mb_max']:.0f} MB; "
         f"cold cache {p['cold_wall_s']:.2f} s, {p['cold_peak_mb']:.0f} MB"
+    )
+    sv = res["service"]
+    print(
+        f"order-sign on loopback (full prefetch, audited): p50 {sv['p50_ms']:.1f} ms, p95 {sv['p95_ms']:.1f} ms, "
+        f"p99 {sv['p99_ms']:.1f} ms; {sv['throughput_rps']:.0f} req/s with {sv['concurrent_clients']} clients"
     )
     rv = res["reviews"]
     if "skipped" not in rv:

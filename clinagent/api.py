@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -65,8 +65,11 @@ def create_app(settings: Settings) -> FastAPI:
         auth = AuthConfig.load(settings.auth_config)
     store = Store(settings.database_url)
     kb = load_knowledge()
-    app = FastAPI(title="clinagent", version="0.1.0",
-                  description="Clinical decision support behind deterministic safety gates: CDS Hooks 2.0 and REST.")
+    app = FastAPI(
+        title="clinagent",
+        version="0.1.0",
+        description="Clinical decision support behind deterministic safety gates: CDS Hooks 2.0 and REST.",
+    )
     app.state.store, app.state.kb, app.state.settings = store, kb, settings
 
     @app.exception_handler(Problem)
@@ -167,11 +170,18 @@ def create_app(settings: Settings) -> FastAPI:
             raise Problem(422, "feedback must be a non-empty list", "/feedback")
         for i, fb in enumerate(items):
             if not isinstance(fb, dict) or not fb.get("card") or fb.get("outcome") not in ("accepted", "overridden"):
-                raise Problem(422, "each feedback needs a card uuid and an outcome of accepted or overridden",
-                              f"/feedback/{i}")
+                raise Problem(
+                    422, "each feedback needs a card uuid and an outcome of accepted or overridden", f"/feedback/{i}"
+                )
             reason = (fb.get("overrideReason") or {}).get("reason") or {}
-            store.record_feedback(service_id, str(fb["card"]), fb["outcome"], reason.get("code"),
-                                  (fb.get("overrideReason") or {}).get("userComment"), fb.get("outcomeTimestamp"))
+            store.record_feedback(
+                service_id,
+                str(fb["card"]),
+                fb["outcome"],
+                reason.get("code"),
+                (fb.get("overrideReason") or {}).get("userComment"),
+                fb.get("outcomeTimestamp"),
+            )
         return Response(status_code=200)
 
     # ---- REST ----------------------------------------------------------------------------------------------
@@ -211,8 +221,15 @@ def create_app(settings: Settings) -> FastAPI:
             raise Problem(422, "the body must be a JSON object", "/")
         reason = payload.get("reason") or {}
         try:
-            decision = store.add_decision(review_id, str(payload.get("suggestion_id", "")), str(payload.get("action", "")),
-                                          reason.get("code"), reason.get("display"), payload.get("comment"), actor)
+            decision = store.add_decision(
+                review_id,
+                str(payload.get("suggestion_id", "")),
+                str(payload.get("action", "")),
+                reason.get("code"),
+                reason.get("display"),
+                payload.get("comment"),
+                actor,
+            )
         except KeyError as e:
             raise Problem(404, str(e).strip("'\"")) from None
         except ValueError as e:
@@ -252,7 +269,7 @@ def _handle_hook(service_id: str, hook: str, payload: Any, settings: Settings, a
         return _order_cards(req, record, kb)
     from .review import run_review
 
-    review = run_review(record, model=settings.model, as_of=datetime.now(timezone.utc).date(), kb=kb)
+    review = run_review(record, model=settings.model, as_of=datetime.now(UTC).date(), kb=kb)
     app.state.store.save_review(review)
     return review_cards(review.model_dump(mode="json"))
 
@@ -295,8 +312,12 @@ def _fetch(req: HookRequest, query: str, key: str, settings: Settings) -> dict:
     import httpx
 
     if not req.fhirServer:
-        raise Problem(412, f"prefetch '{key}' is missing and no fhirServer was given to fetch it", f"/prefetch/{key}",
-                      outcome=True)
+        raise Problem(
+            412,
+            f"prefetch '{key}' is missing and no fhirServer was given to fetch it",
+            f"/prefetch/{key}",
+            outcome=True,
+        )
     headers = {"Accept": "application/fhir+json"}
     if req.fhirAuthorization is not None:
         headers["Authorization"] = f"Bearer {req.fhirAuthorization.access_token}"
@@ -307,8 +328,12 @@ def _fetch(req: HookRequest, query: str, key: str, settings: Settings) -> dict:
             for _ in range(MAX_PAGES):
                 r = client.get(url, headers=headers)
                 if r.status_code != 200:
-                    raise Problem(412, f"the FHIR server answered {r.status_code} for prefetch '{key}'",
-                                  f"/prefetch/{key}", outcome=True)
+                    raise Problem(
+                        412,
+                        f"the FHIR server answered {r.status_code} for prefetch '{key}'",
+                        f"/prefetch/{key}",
+                        outcome=True,
+                    )
                 page = r.json()
                 if collected is None:
                     collected = page
@@ -320,11 +345,16 @@ def _fetch(req: HookRequest, query: str, key: str, settings: Settings) -> dict:
                 url = nxt
     except httpx.HTTPError as e:
         log.info("FHIR fetch for prefetch %s failed: %s", key, type(e).__name__)
-        raise Problem(412, f"could not fetch prefetch '{key}' from the FHIR server ({type(e).__name__})",
-                      f"/prefetch/{key}", outcome=True) from None
+        raise Problem(
+            412,
+            f"could not fetch prefetch '{key}' from the FHIR server ({type(e).__name__})",
+            f"/prefetch/{key}",
+            outcome=True,
+        ) from None
     except ValueError:
-        raise Problem(412, f"the FHIR server's answer for prefetch '{key}' is not JSON", f"/prefetch/{key}",
-                      outcome=True) from None
+        raise Problem(
+            412, f"the FHIR server's answer for prefetch '{key}' is not JSON", f"/prefetch/{key}", outcome=True
+        ) from None
     return collected or {}
 
 
@@ -336,7 +366,7 @@ def _order_cards(req: HookRequest, record, kb) -> list[dict]:
     draft = req.context.get("draftOrders")
     if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":
         raise Problem(422, "context.draftOrders must be a Bundle", "/context/draftOrders")
-    facts = record.facts(datetime.now(timezone.utc).date())
+    facts = record.facts(datetime.now(UTC).date())
     cards: list[dict] = []
     for i, e in enumerate(draft.get("entry") or []):
         res = (e or {}).get("resource") or {}
@@ -349,8 +379,9 @@ def _order_cards(req: HookRequest, record, kb) -> list[dict]:
             raise Problem(422, err.message, err.field or pointer, outcome=True) from None
         verdict = gate(order, facts, kb).as_dict()
         cc = res.get("medicationCodeableConcept") or {}
-        name = cc.get("text") or next((c.get("display") for c in cc.get("coding") or [] if c.get("display")),
-                                      "this medication")
+        name = cc.get("text") or next(
+            (c.get("display") for c in cc.get("coding") or [] if c.get("display")), "this medication"
+        )
         cards += order_cards(order.ref, name, verdict)
     return cards
 
@@ -368,8 +399,12 @@ def _check(payload: Any, app: FastAPI) -> Any:
         facts = record.facts(as_of)
         order = payload["order"]
         if isinstance(order, dict) and order.get("resourceType") == "Bundle":
-            return [gate(parse_order(e["resource"], "/order", f"/order/entry/{i}/resource", record), facts,
-                         app.state.kb).as_dict() for i, e in enumerate(order.get("entry") or [])]
+            return [
+                gate(
+                    parse_order(e["resource"], "/order", f"/order/entry/{i}/resource", record), facts, app.state.kb
+                ).as_dict()
+                for i, e in enumerate(order.get("entry") or [])
+            ]
         return gate(parse_order(order, "/order", "/order", record), facts, app.state.kb).as_dict()
     except RecordError as e:
         raise Problem(422, e.message, e.field or e.where) from None

@@ -11,7 +11,11 @@ SOURCE = {"label": "clinagent safety gates", "url": "https://w3id.org/clinagent"
 TOPIC_SYSTEM = "https://w3id.org/clinagent/gate-category"
 OVERRIDE_SYSTEM = "https://w3id.org/clinagent/override-reason"
 OVERRIDE_REASONS = [
-    {"code": "benefit-outweighs-risk", "system": OVERRIDE_SYSTEM, "display": "Benefit outweighs the risk for this patient"},
+    {
+        "code": "benefit-outweighs-risk",
+        "system": OVERRIDE_SYSTEM,
+        "display": "Benefit outweighs the risk for this patient",
+    },
     {"code": "patient-tolerated", "system": OVERRIDE_SYSTEM, "display": "Patient has tolerated this before"},
     {"code": "monitoring-planned", "system": OVERRIDE_SYSTEM, "display": "Will monitor (labs, levels, symptoms)"},
     {"code": "data-incorrect", "system": OVERRIDE_SYSTEM, "display": "The record is wrong or out of date"},
@@ -29,18 +33,23 @@ _PATIENT_PREFETCH = {
 }
 SERVICES: dict[str, dict] = {
     "clinagent-order-select": {
-        "hook": "order-select", "title": "clinagent medication safety (order-select)",
+        "hook": "order-select",
+        "title": "clinagent medication safety (order-select)",
         "description": "Screens draft medication orders with deterministic safety gates: allergy, interactions, dose, "
-                       "renal, age, pregnancy, conditions, labs, route, duplicates.",
-        "prefetch": _PATIENT_PREFETCH, "usageRequirements": "Send draftOrders as a Bundle of MedicationRequest.",
+        "renal, age, pregnancy, conditions, labs, route, duplicates.",
+        "prefetch": _PATIENT_PREFETCH,
+        "usageRequirements": "Send draftOrders as a Bundle of MedicationRequest.",
     },
     "clinagent-order-sign": {
-        "hook": "order-sign", "title": "clinagent medication safety (order-sign)",
+        "hook": "order-sign",
+        "title": "clinagent medication safety (order-sign)",
         "description": "Screens medication orders about to be signed with deterministic safety gates.",
-        "prefetch": _PATIENT_PREFETCH, "usageRequirements": "Send draftOrders as a Bundle of MedicationRequest.",
+        "prefetch": _PATIENT_PREFETCH,
+        "usageRequirements": "Send draftOrders as a Bundle of MedicationRequest.",
     },
     "clinagent-patient-view": {
-        "hook": "patient-view", "title": "clinagent suggestions",
+        "hook": "patient-view",
+        "title": "clinagent suggestions",
         "description": "Reviews the record and suggests guideline-based actions; every suggestion has passed the safety gates.",
         "prefetch": _PATIENT_PREFETCH,
     },
@@ -97,20 +106,30 @@ def order_cards(order_ref: str, order_name: str, verdict: dict) -> list[dict]:
             "uuid": str(uuid.uuid4()),
             "summary": _short(f"{'Blocked' if blocked else 'Caution'}: {order_name} — {f['message']}"),
             "indicator": INDICATOR[f["severity"]],
-            "detail": (f"**{f['category']}** ({f['severity']}): {f['message']}\n\n**Evidence**\n\n"
-                       f"{_evidence_md(f['evidence'])}\n\nRule `{f['rule_id']}`; knowledge version "
-                       f"`{verdict['knowledge_version'][:12]}`."),
+            "detail": (
+                f"**{f['category']}** ({f['severity']}): {f['message']}\n\n**Evidence**\n\n"
+                f"{_evidence_md(f['evidence'])}\n\nRule `{f['rule_id']}`; knowledge version "
+                f"`{verdict['knowledge_version'][:12]}`."
+            ),
             "source": {**SOURCE, "topic": {"system": TOPIC_SYSTEM, "code": f["category"], "display": f["category"]}},
             "overrideReasons": OVERRIDE_REASONS,
         }
         if blocked and order_ref:
             card["selectionBehavior"] = "at-most-one"
-            card["suggestions"] = [{
-                "label": _short(f"Remove the order for {order_name}", 80), "uuid": str(uuid.uuid4()),
-                "isRecommended": True,
-                "actions": [{"type": "delete", "description": "Remove the draft order the safety gates blocked.",
-                             "resourceId": [order_ref]}],
-            }]
+            card["suggestions"] = [
+                {
+                    "label": _short(f"Remove the order for {order_name}", 80),
+                    "uuid": str(uuid.uuid4()),
+                    "isRecommended": True,
+                    "actions": [
+                        {
+                            "type": "delete",
+                            "description": "Remove the draft order the safety gates blocked.",
+                            "resourceId": [order_ref],
+                        }
+                    ],
+                }
+            ]
         cards.append(card)
     return cards
 
@@ -122,32 +141,51 @@ def review_cards(review: dict) -> list[dict]:
         warns = [f for f in s["findings"] if f["severity"] == "warn"]
         cites = "\n".join(f"- `{c['reference']}`: {c['value']}" for c in s["cites"])
         warn_md = "\n".join(f"- **{f['category']}**: {f['message']}" for f in warns)
-        detail = (f"{s['rationale']}\n\n**Based on**\n\n{cites}\n\n"
-                  + (f"**Warnings to acknowledge**\n\n{warn_md}\n\n" if warns else "")
-                  + f"Suggested by {review['model']} ({review['model_kind']}); run `{review['run_id']}`; knowledge "
-                    f"`{review['knowledge_version'][:12]}`.")
-        cards.append({
-            "uuid": str(uuid.uuid4()), "summary": _short(s["title"]), "indicator": "warning" if warns else "info",
-            "detail": detail,
-            "source": {**SOURCE, "topic": {"system": TOPIC_SYSTEM, "code": "suggestion", "display": "suggestion"}},
-            "selectionBehavior": "at-most-one",
-            "suggestions": [{"label": _short(s["title"], 80), "uuid": str(uuid.uuid4()), "isRecommended": not warns,
-                             "actions": [{"type": "create", "description": _short(s["title"]),
-                                          "resource": s["resource"]}]}],
-            "overrideReasons": OVERRIDE_REASONS,
-        })
+        detail = (
+            f"{s['rationale']}\n\n**Based on**\n\n{cites}\n\n"
+            + (f"**Warnings to acknowledge**\n\n{warn_md}\n\n" if warns else "")
+            + f"Suggested by {review['model']} ({review['model_kind']}); run `{review['run_id']}`; knowledge "
+            f"`{review['knowledge_version'][:12]}`."
+        )
+        cards.append(
+            {
+                "uuid": str(uuid.uuid4()),
+                "summary": _short(s["title"]),
+                "indicator": "warning" if warns else "info",
+                "detail": detail,
+                "source": {**SOURCE, "topic": {"system": TOPIC_SYSTEM, "code": "suggestion", "display": "suggestion"}},
+                "selectionBehavior": "at-most-one",
+                "suggestions": [
+                    {
+                        "label": _short(s["title"], 80),
+                        "uuid": str(uuid.uuid4()),
+                        "isRecommended": not warns,
+                        "actions": [{"type": "create", "description": _short(s["title"]), "resource": s["resource"]}],
+                    }
+                ],
+                "overrideReasons": OVERRIDE_REASONS,
+            }
+        )
     if review["blocked"]:
-        names = "\n".join(f"- {b['title']}: " + "; ".join(f["message"] for f in b["findings"] if f["severity"] == "block")
-                          for b in review["blocked"])
-        cards.append({
-            "uuid": str(uuid.uuid4()), "indicator": "info",
-            "summary": _short(f"{len(review['blocked'])} proposal(s) were blocked by the safety gates (not actionable)"),
-            "detail": f"Shown for transparency only:\n\n{names}",
-            "source": {**SOURCE, "topic": {"system": TOPIC_SYSTEM, "code": "blocked", "display": "blocked"}},
-        })
+        names = "\n".join(
+            f"- {b['title']}: " + "; ".join(f["message"] for f in b["findings"] if f["severity"] == "block")
+            for b in review["blocked"]
+        )
+        cards.append(
+            {
+                "uuid": str(uuid.uuid4()),
+                "indicator": "info",
+                "summary": _short(
+                    f"{len(review['blocked'])} proposal(s) were blocked by the safety gates (not actionable)"
+                ),
+                "detail": f"Shown for transparency only:\n\n{names}",
+                "source": {**SOURCE, "topic": {"system": TOPIC_SYSTEM, "code": "blocked", "display": "blocked"}},
+            }
+        )
     if review.get("notice"):
-        cards.append({"uuid": str(uuid.uuid4()), "indicator": "info", "summary": _short(review["notice"]),
-                      "source": {**SOURCE}})
+        cards.append(
+            {"uuid": str(uuid.uuid4()), "indicator": "info", "summary": _short(review["notice"]), "source": {**SOURCE}}
+        )
     return cards
 
 
@@ -156,5 +194,3 @@ def operation_outcome(message: str, code: str = "exception", expression: str | N
     if expression:
         issue["expression"] = [expression]
     return {"resourceType": "OperationOutcome", "issue": [issue]}
-
-

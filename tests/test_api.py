@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -38,8 +36,14 @@ def patient_prefetch(pid="1288992", allergy=True) -> dict:
         a["patient"] = {"reference": f"Patient/{pid}"}
         entries.append({"resource": a})
     search = lambda e: {"resourceType": "Bundle", "type": "searchset", "entry": e}  # noqa: E731
-    return {"patient": p, "medications": search([]), "allergies": search(entries), "conditions": search([]),
-            "labs": search([]), "vitals": search([])}
+    return {
+        "patient": p,
+        "medications": search([]),
+        "allergies": search(entries),
+        "conditions": search([]),
+        "labs": search([]),
+        "vitals": search([]),
+    }
 
 
 def hook_request(example: str, hook: str, prefetch: dict | None) -> dict:
@@ -58,8 +62,10 @@ def test_discovery_lists_the_services_with_prefetch(client):
     assert "{{context.patientId}}" in services["order-sign"]["prefetch"]["allergies"]
 
 
-@pytest.mark.parametrize("example, hook", [("order-sign__01__example-r4.json", "order-sign"),
-                                           ("order-select__01__example-r4.json", "order-select")])
+@pytest.mark.parametrize(
+    "example, hook",
+    [("order-sign__01__example-r4.json", "order-sign"), ("order-select__01__example-r4.json", "order-select")],
+)
 def test_spec_order_examples_are_accepted_and_the_allergy_blocks(client, example, hook):
     sid = f"clinagent-{hook}"
     r = client.post(f"/cds-services/{sid}", json=hook_request(example, hook, patient_prefetch()))
@@ -92,7 +98,10 @@ def test_spec_patient_view_examples_are_accepted(client, example):
 
 
 def test_spec_feedback_examples_are_accepted_and_stored(client):
-    for name in ("spec__24__example-suggestion-accepted.json", "spec__26__example-overridden-guidance-with-overridereason.json"):
+    for name in (
+        "spec__24__example-suggestion-accepted.json",
+        "spec__26__example-overridden-guidance-with-overridereason.json",
+    ):
         body = json.loads((need_shared(HOOKS / "spec-examples") / name).read_text())
         r = client.post("/cds-services/clinagent-order-sign/feedback", json=body)
         assert r.status_code == 200, r.text
@@ -126,8 +135,13 @@ def test_missing_prefetch_is_fetched_from_the_fhir_server_with_the_token(client)
     try:
         body = hook_request("order-sign__01__example-r4.json", "order-sign", None)
         body["fhirServer"] = f"http://127.0.0.1:{server.server_address[1]}/fhir"
-        body["fhirAuthorization"] = {"access_token": "opaque-token-123", "token_type": "Bearer", "expires_in": 300,
-                                     "scope": "user/*.read", "subject": "clinagent"}
+        body["fhirAuthorization"] = {
+            "access_token": "opaque-token-123",
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "user/*.read",
+            "subject": "clinagent",
+        }
         r = client.post("/cds-services/clinagent-order-sign", json=body)
     finally:
         server.shutdown()
@@ -149,14 +163,20 @@ def test_unreachable_fhir_server_or_none_is_412(client):
 
 
 def test_malformed_input_is_422_with_a_pointer(client):
-    r = client.post("/cds-services/clinagent-order-sign", content=b"{not json", headers={"Content-Type": "application/json"})
+    r = client.post(
+        "/cds-services/clinagent-order-sign", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 422 and r.json()["pointer"] == "/"
     body = hook_request("order-sign__01__example-r4.json", "order-sign", patient_prefetch())
     del body["hookInstance"]
     r = client.post("/cds-services/clinagent-order-sign", json=body)
     assert r.status_code == 422 and r.json()["pointer"] == "/hookInstance"
     body = hook_request("order-sign__01__example-r4.json", "order-sign", patient_prefetch())
-    mr = next(e["resource"] for e in body["context"]["draftOrders"]["entry"] if e["resource"]["resourceType"] == "MedicationRequest")
+    mr = next(
+        e["resource"]
+        for e in body["context"]["draftOrders"]["entry"]
+        if e["resource"]["resourceType"] == "MedicationRequest"
+    )
     mr["dosageInstruction"][0]["timing"]["repeat"]["frequency"] = "twice"
     r = client.post("/cds-services/clinagent-order-sign", json=body)
     assert r.status_code == 422
@@ -167,7 +187,9 @@ def test_malformed_input_is_422_with_a_pointer(client):
 def test_oversized_body_is_413(tmp_path):
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", no_auth=True, max_body_bytes=1000))
     with TestClient(app) as c:
-        r = c.post("/cds-services/clinagent-order-sign", content=b"x" * 5000, headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/cds-services/clinagent-order-sign", content=b"x" * 5000, headers={"Content-Type": "application/json"}
+        )
     assert r.status_code == 413
 
 
@@ -176,18 +198,31 @@ def test_internal_failure_is_500_with_an_operation_outcome_never_empty_cards(cli
 
     monkeypatch.setattr(api, "_order_cards", lambda *a: 1 / 0)
     quiet = TestClient(client.app, raise_server_exceptions=False)
-    r = quiet.post("/cds-services/clinagent-order-sign",
-                   json=hook_request("order-sign__01__example-r4.json", "order-sign", patient_prefetch()))
+    r = quiet.post(
+        "/cds-services/clinagent-order-sign",
+        json=hook_request("order-sign__01__example-r4.json", "order-sign", patient_prefetch()),
+    )
     assert r.status_code == 500 and r.json()["resourceType"] == "OperationOutcome"
     assert client.app_store.verify_audit().ok  # the failed call was audited too
 
 
 def test_rest_check_review_get_and_decisions(client):
-    order = {"resourceType": "MedicationRequest", "id": "o1", "status": "draft", "intent": "order",
-             "subject": {"reference": f"Patient/{B.PID}"},
-             "medicationCodeableConcept": {"coding": [{"system": RX, "code": "308182", "display": "Amoxicillin 250 MG Oral Capsule"}]},
-             "dosageInstruction": [{"timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d"}},
-                                    "doseAndRate": [{"doseQuantity": {"value": 2}}]}]}
+    order = {
+        "resourceType": "MedicationRequest",
+        "id": "o1",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{B.PID}"},
+        "medicationCodeableConcept": {
+            "coding": [{"system": RX, "code": "308182", "display": "Amoxicillin 250 MG Oral Capsule"}]
+        },
+        "dosageInstruction": [
+            {
+                "timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d"}},
+                "doseAndRate": [{"doseQuantity": {"value": 2}}],
+            }
+        ],
+    }
     r = client.post("/v1/check", json={"patient": B.strep_penicillin_allergy(), "order": order, "as_of": "2026-11-01"})
     assert r.status_code == 200 and r.json()["allowed"] is False
     r = client.post("/v1/reviews", json={"bundle": B.strep_penicillin_allergy(), "as_of": "2026-11-01"})
@@ -196,14 +231,32 @@ def test_rest_check_review_get_and_decisions(client):
     got = client.get(f"/v1/reviews/{review['run_id']}")
     assert got.status_code == 200 and got.json()["run_id"] == review["run_id"]
     sid = review["shown"][0]["id"]
-    ok = client.post(f"/v1/reviews/{review['run_id']}/decisions",
-                     json={"suggestion_id": sid, "action": "override", "reason": {"code": "benefit-outweighs-risk",
-                                                                                 "display": "Benefit"}, "comment": "ok"})
+    ok = client.post(
+        f"/v1/reviews/{review['run_id']}/decisions",
+        json={
+            "suggestion_id": sid,
+            "action": "override",
+            "reason": {"code": "benefit-outweighs-risk", "display": "Benefit"},
+            "comment": "ok",
+        },
+    )
     assert ok.status_code == 201, ok.text
-    assert client.post(f"/v1/reviews/{review['run_id']}/decisions", json={"suggestion_id": sid, "action": "override"}).status_code == 422
-    assert client.post(f"/v1/reviews/{review['run_id']}/decisions", json={"suggestion_id": "nope", "action": "accept"}).status_code == 404
+    assert (
+        client.post(
+            f"/v1/reviews/{review['run_id']}/decisions", json={"suggestion_id": sid, "action": "override"}
+        ).status_code
+        == 422
+    )
+    assert (
+        client.post(
+            f"/v1/reviews/{review['run_id']}/decisions", json={"suggestion_id": "nope", "action": "accept"}
+        ).status_code
+        == 404
+    )
     assert client.get("/v1/reviews/does-not-exist").status_code == 404
-    bad = client.post("/v1/check", json={"patient": {"resourceType": "Bundle", "type": "collection", "entry": []}, "order": order})
+    bad = client.post(
+        "/v1/check", json={"patient": {"resourceType": "Bundle", "type": "collection", "entry": []}, "order": order}
+    )
     assert bad.status_code == 422 and "pointer" in bad.json()
     assert client.app_store.verify_audit().ok
 

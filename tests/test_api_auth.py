@@ -26,15 +26,27 @@ def _jwk(public_key, kid: str, alg: str) -> dict:
 
 @pytest.fixture(scope="module")
 def keys():
-    return {"ec": ec.generate_private_key(ec.SECP384R1()),
-            "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+    return {
+        "ec": ec.generate_private_key(ec.SECP384R1()),
+        "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    }
 
 
 @pytest.fixture()
 def client(tmp_path, keys):
-    config = {"issuers": {ISS: {"jwks": {"keys": [_jwk(keys["ec"].public_key(), "ec1", "ES384"),
-                                                  _jwk(keys["rsa"].public_key(), "rsa1", "RS384")]}}},
-              "rest_tokens": {hash_rest_token("s3cret-rest-token"): "dr-test"}}
+    config = {
+        "issuers": {
+            ISS: {
+                "jwks": {
+                    "keys": [
+                        _jwk(keys["ec"].public_key(), "ec1", "ES384"),
+                        _jwk(keys["rsa"].public_key(), "rsa1", "RS384"),
+                    ]
+                }
+            }
+        },
+        "rest_tokens": {hash_rest_token("s3cret-rest-token"): "dr-test"},
+    }
     path = tmp_path / "auth.json"
     path.write_text(json.dumps(config))
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}", auth_config=str(path)))
@@ -51,7 +63,9 @@ def token(keys, aud: str, alg="ES384", kid="ec1", **over) -> str:
 
 @pytest.mark.parametrize("alg, kid", [("ES384", "ec1"), ("RS384", "rsa1")])
 def test_valid_jwt_opens_discovery(client, keys, alg, kid):
-    r = client.get("/cds-services", headers={"Authorization": f"Bearer {token(keys, 'http://testserver/cds-services', alg, kid)}"})
+    r = client.get(
+        "/cds-services", headers={"Authorization": f"Bearer {token(keys, 'http://testserver/cds-services', alg, kid)}"}
+    )
     assert r.status_code == 200 and r.json()["services"]
 
 
@@ -64,8 +78,11 @@ def test_every_failure_is_a_bare_401(client, keys):
         "replayed jti": replayed,
         "wrong aud (another service)": token(keys, "http://testserver/cds-services/clinagent-order-sign"),
         "expired": token(keys, aud, exp=int(time.time()) - 3600, iat=int(time.time()) - 3700),
-        "HS256 with the public key": jwt.encode({"iss": ISS, "aud": aud, "exp": int(time.time()) + 60,
-                                                 "iat": int(time.time()), "jti": "x"}, "k" * 48, algorithm="HS256"),
+        "HS256 with the public key": jwt.encode(
+            {"iss": ISS, "aud": aud, "exp": int(time.time()) + 60, "iat": int(time.time()), "jti": "x"},
+            "k" * 48,
+            algorithm="HS256",
+        ),
     }
     for name, tok in bad.items():
         headers = {"Authorization": f"Bearer {tok}"} if tok else {}
@@ -77,10 +94,15 @@ def test_every_failure_is_a_bare_401(client, keys):
 def test_service_call_checks_aud_against_the_exact_url(client, keys):
     url = "http://testserver/cds-services/clinagent-order-sign"
     body = {"hook": "order-sign", "hookInstance": str(uuid.uuid4()), "context": {"patientId": "p", "draftOrders": {}}}
-    r = client.post("/cds-services/clinagent-order-sign", json=body,
-                    headers={"Authorization": f"Bearer {token(keys, 'http://testserver/cds-services')}"})
+    r = client.post(
+        "/cds-services/clinagent-order-sign",
+        json=body,
+        headers={"Authorization": f"Bearer {token(keys, 'http://testserver/cds-services')}"},
+    )
     assert r.status_code == 401
-    r = client.post("/cds-services/clinagent-order-sign", json=body, headers={"Authorization": f"Bearer {token(keys, url)}"})
+    r = client.post(
+        "/cds-services/clinagent-order-sign", json=body, headers={"Authorization": f"Bearer {token(keys, url)}"}
+    )
     assert r.status_code == 412  # authenticated; the prefetch is missing and there is no FHIR server
 
 
@@ -95,10 +117,28 @@ def test_no_auth_is_refused_off_loopback(tmp_path):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "clinagent.cli", "serve", "--no-auth", "--host", "0.0.0.0",
-                        "--database-url", f"sqlite:///{tmp_path / 'x.db'}"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clinagent.cli",
+            "serve",
+            "--no-auth",
+            "--host",
+            "0.0.0.0",
+            "--database-url",
+            f"sqlite:///{tmp_path / 'x.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "loopback" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "clinagent.cli", "serve", "--database-url", f"sqlite:///{tmp_path / 'x.db'}"],
-                       capture_output=True, text=True, timeout=60, env={k: v for k, v in __import__("os").environ.items()
-                                                                        if k != "CLINAGENT_AUTH_CONFIG"})
+    r = subprocess.run(
+        [sys.executable, "-m", "clinagent.cli", "serve", "--database-url", f"sqlite:///{tmp_path / 'x.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in __import__("os").environ.items() if k != "CLINAGENT_AUTH_CONFIG"},
+    )
     assert r.returncode == 2 and "--auth-config" in r.stderr
