@@ -136,11 +136,23 @@ def _medication_request(p: StartMedication | ChangeDose, deps: ReviewDeps, rid: 
     return mr
 
 
+def _not_active(ref: str) -> Finding:
+    return Finding(
+        "unverifiable",
+        "block",
+        f"{ref} is not an active medication of this patient.",
+        (),
+        "medication",
+        "grounding.medication",
+    )
+
+
 def screen(p: Proposal, deps: ReviewDeps, attempt: int = 0) -> Screened:
     """Turn a proposal into its FHIR resource and run the gates and the grounding check on it."""
     rid = f"proposal-{uuid.uuid4().hex[:12]}"
     cited, findings = _grounding(p, deps)
     verdict = None
+    active = {m.ref for m in deps.facts.medications}
     if isinstance(p, StartMedication):
         coding = [{"system": RXNORM_URI, "code": p.rxnorm, "display": p.drug}] if p.rxnorm else []
         concept = {"coding": coding, "text": p.drug} if coding else {"text": p.drug}
@@ -148,7 +160,6 @@ def screen(p: Proposal, deps: ReviewDeps, attempt: int = 0) -> Screened:
         verdict = gate(parse_order(resource, "proposal"), deps.facts, deps.kb)
     elif isinstance(p, ChangeDose):
         current = deps.record.resolve(p.medication)
-        active = {m.ref for m in deps.facts.medications}
         if current is None or p.medication not in active:
             resource = {
                 "resourceType": "MedicationRequest",
@@ -158,16 +169,7 @@ def screen(p: Proposal, deps: ReviewDeps, attempt: int = 0) -> Screened:
                 "subject": {"reference": deps.record.patient_ref},
                 "medicationCodeableConcept": {"text": p.drug or p.medication},
             }
-            findings.append(
-                Finding(
-                    "unverifiable",
-                    "block",
-                    f"{p.medication} is not an active medication of this patient.",
-                    (),
-                    "medication",
-                    "grounding.medication",
-                )
-            )
+            findings.append(_not_active(p.medication))
         else:
             concept = current.get("medicationCodeableConcept") or {"text": p.medication}
             resource = _medication_request(p, deps, rid, concept)
@@ -176,7 +178,6 @@ def screen(p: Proposal, deps: ReviewDeps, attempt: int = 0) -> Screened:
             order = replace(parse_order(resource, "proposal"), ref=p.medication)
             verdict = gate(order, deps.facts, deps.kb)
     elif isinstance(p, StopMedication):
-        active = {m.ref for m in deps.facts.medications}
         current = deps.record.resolve(p.medication) or {}
         resource = {
             "resourceType": "MedicationRequest",
@@ -190,16 +191,7 @@ def screen(p: Proposal, deps: ReviewDeps, attempt: int = 0) -> Screened:
             "note": [{"text": p.rationale}],
         }
         if p.medication not in active:
-            findings.append(
-                Finding(
-                    "unverifiable",
-                    "block",
-                    f"{p.medication} is not an active medication of this patient.",
-                    (),
-                    "medication",
-                    "grounding.medication",
-                )
-            )
+            findings.append(_not_active(p.medication))
     else:
         assert isinstance(p, OrderLab)
         resource = {

@@ -284,3 +284,61 @@ def test_model_requests_are_refused_outside_that_test():
     import pydantic_ai.models
 
     assert pydantic_ai.models.ALLOW_MODEL_REQUESTS is False
+
+
+def test_change_and_stop_are_gated_and_grounded(monkeypatch):
+    import clinagent.review as rv
+    from clinagent.models import ModelChoice
+
+    proposals = [
+        {
+            "kind": "change_dose",
+            "medication": "MedicationRequest/lis",
+            "drug": "lisinopril",
+            "rationale": "bp",
+            "cites": ["MedicationRequest/lis"],
+            "dose": {"value": 20, "unit": "mg", "frequency": 1},
+        },
+        {
+            "kind": "change_dose",
+            "medication": "MedicationRequest/lis",
+            "drug": "lisinopril",
+            "rationale": "typo",
+            "cites": ["MedicationRequest/lis"],
+            "dose": {"value": 200, "unit": "mg", "frequency": 1},
+        },
+        {
+            "kind": "stop_medication",
+            "medication": "MedicationRequest/ghost",
+            "rationale": "x",
+            "cites": ["MedicationRequest/lis"],
+        },
+        {
+            "kind": "stop_medication",
+            "medication": "MedicationRequest/lis",
+            "drug": "lisinopril",
+            "rationale": "cough",
+            "cites": ["MedicationRequest/lis"],
+        },
+    ]
+
+    def model(messages, info):
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"summary": "x", "proposals": proposals})])
+
+    monkeypatch.setattr(rv, "choose_model", lambda name=None: ModelChoice("scripted", "LLM", FunctionModel(model)))
+    doc = B.bundle(
+        B.med("lis", "314076", "lisinopril 10 MG Oral Tablet"),
+        B.obs("wt", "29463-7", "Body weight", 70, "kg", "2026-10-20"),
+    )
+    r = review(doc, retries=0)
+    shown = {s.title: s for s in r.shown}
+    blocked = {s.title: {f["rule_id"] for f in s.findings if f["severity"] == "block"} for s in r.blocked}
+    assert "Change the dose of lisinopril: 20 mg oral once a day" in shown
+    assert not any(
+        "duplicate" in f["category"] for f in shown["Change the dose of lisinopril: 20 mg oral once a day"].findings
+    )
+    assert blocked["Change the dose of lisinopril: 200 mg oral once a day"] & {"dose.limits"}
+    assert blocked["Stop MedicationRequest/ghost"] == {"grounding.medication"}
+    assert "Stop lisinopril (MedicationRequest/lis)" in shown
+    stop = shown["Stop lisinopril (MedicationRequest/lis)"].resource
+    assert stop["doNotPerform"] is True and stop["priorPrescription"] == {"reference": "MedicationRequest/lis"}
