@@ -495,6 +495,20 @@ class Store:
             ).all()
             return {**row.data, "decisions": [_decision_dict(d) for d in decisions]}
 
+    def list_reviews(self, patient: str | None = None, limit: int = 50) -> list[dict]:
+        """Stored reviews, newest first: run id, patient, as-of, model, counts and the number of decisions."""
+        with Session(self._reader) as s:
+            q = select(ReviewRow).order_by(ReviewRow.stored_at.desc()).limit(limit)
+            if patient is not None:
+                q = q.where(ReviewRow.patient == patient)
+            out = []
+            for row in s.exec(q):
+                n = len(s.exec(select(DecisionRow.id).where(DecisionRow.review_id == row.run_id)).all())
+                out.append({"run_id": row.run_id, "patient": row.patient, "as_of": row.as_of, "model": row.model,
+                            "stored_at": row.stored_at.isoformat(), "shown": len(row.data.get("shown", [])),
+                            "blocked": len(row.data.get("blocked", [])), "decisions": n})
+            return out
+
     def add_decision(
         self,
         review_id: str,

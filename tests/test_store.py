@@ -445,3 +445,25 @@ def test_cli_audit_verify_without_a_database(tmp_path):
     missing = tmp_path / "missing.db"
     r = clinagent("audit", "verify", "--database-url", f"sqlite:///{missing}")
     assert r.returncode == 2 and "no database" in r.stderr and not missing.exists()
+
+
+def test_list_reviews_newest_first(tmp_path):
+    from datetime import date
+
+    from clinagent.record import record_from_bundle
+    from clinagent.review import run_review
+    from clinagent.store import Store
+
+    from . import _bundles as B
+
+    st = Store(f"sqlite:///{tmp_path / 'l.db'}")
+    a = run_review(record_from_bundle(B.strep_penicillin_allergy()), as_of=date(2026, 11, 1))
+    b = run_review(record_from_bundle(B.heart_failure_low_egfr()), as_of=date(2026, 11, 1))
+    st.save_review(a)
+    st.save_review(b)
+    rows = st.list_reviews()
+    assert [r["run_id"] for r in rows] == [b.run_id, a.run_id]
+    assert next(r for r in st.list_reviews(patient=a.patient) if r["run_id"] == a.run_id)["shown"] == len(a.shown)
+    assert st.list_reviews(patient="Patient/nobody") == []
+    st.add_decision(a.run_id, a.shown[0].id, "accept", None, None, None, "dr-x")
+    assert next(r for r in st.list_reviews() if r["run_id"] == a.run_id)["decisions"] == 1
