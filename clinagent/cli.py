@@ -162,11 +162,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .api import Settings, create_app
 
-    app = create_app(Settings(database_url=args.database_url, auth_config=auth_config, no_auth=args.no_auth,
-                              model=args.model, public_base_url=args.public_url))
+    app = create_app(
+        Settings(
+            database_url=args.database_url,
+            auth_config=auth_config,
+            no_auth=args.no_auth,
+            model=args.model,
+            public_base_url=args.public_url,
+        )
+    )
     # access_log off: paths and headers never reach a log (no PHI, no tokens)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")
     return EXIT_OK
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Start the clinician app (Streamlit) on loopback."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.headless",
+        "true",
+        "--server.address",
+        args.host,
+        "--server.port",
+        str(args.port),
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    env = dict(os.environ)
+    if args.database_url:
+        env["DATABASE_URL"] = args.database_url
+    print(f"clinagent app on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 130
 
 
 def cmd_knowledge(args: argparse.Namespace) -> int:
@@ -288,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--model", default=None, help="model for patient-view reviews (default offline)")
     sv.add_argument("--public-url", default=None, help="the base URL clients call, when behind a proxy (JWT aud)")
     sv.set_defaults(func=cmd_serve)
+    u = sub.add_parser("ui", help="start the clinician app (Streamlit)")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=8501)
+    u.add_argument("--database-url", default=None, help="store URL (default $DATABASE_URL or sqlite:///clinagent.db)")
+    u.set_defaults(func=cmd_ui)
     k = sub.add_parser("knowledge", help="compile the knowledge base and print its version and counts")
     k.add_argument("--no-cache", action="store_true", help="compile from the Turtle even if a cache exists")
     k.set_defaults(func=cmd_knowledge)
