@@ -11,7 +11,7 @@ import json
 import os
 import re
 import sys
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import streamlit as st
@@ -436,7 +436,7 @@ def main() -> None:
         order_tab(rec, as_of)
     with hist:
         history_tab(rec)
-    st.caption(f"clinagent · knowledge {knowledge().version[:12]} · {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    st.caption(f"clinagent · knowledge {knowledge().version[:12]} · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
 
 
 main()
