@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,29 +236,6 @@ def bench_records(n: int) -> dict:
     }
 
 
-def last_activity(path: Path) -> date:
-    """The latest dated event in a bundle (the day before death for a deceased patient): replaying a record as of
-    then sees it as its clinicians last did."""
-    from clinagent.record import parse_date
-
-    doc = json.loads(path.read_text())
-    dates = [
-        parse_date(e["resource"].get(k))
-        for e in doc.get("entry", [])
-        for k in ("effectiveDateTime", "authoredOn", "onsetDateTime")
-        if e["resource"].get(k)
-    ]
-    last = max(d for d in dates if d)
-    died = [
-        parse_date(e["resource"].get("deceasedDateTime"))
-        for e in doc.get("entry", [])
-        if e["resource"].get("resourceType") == "Patient" and e["resource"].get("deceasedDateTime")
-    ]
-    if died and died[0] and died[0] <= last:
-        last = died[0] - timedelta(days=1)  # review the patient on the last day alive
-    return last
-
-
 def bench_reviews() -> dict:
     """`clinagent review` with the offline model on every shared Synthea patient, as of its last activity."""
     from clinagent.review import run_review
@@ -269,7 +246,7 @@ def bench_reviews() -> dict:
     kb = load_knowledge()
     rows = []
     for f in files:
-        as_of = last_activity(f)
+        as_of = load_record(f).last_activity()
         t0 = time.perf_counter()
         rec = load_record(f)
         t1 = time.perf_counter()

@@ -262,6 +262,25 @@ class PatientRecord:
         self.__dict__["_observations"] = out
         return out
 
+    def last_activity(self) -> date:
+        """The latest dated event in the record (the day before death for a deceased patient): replaying a record
+        as of then sees it as its clinicians last did. Today when the record has no dated event."""
+        from datetime import timedelta
+
+        dates = [
+            parse_date(r.get(k))
+            for rs in self.by_type.values()
+            for r in rs
+            for k in ("effectiveDateTime", "authoredOn", "onsetDateTime")
+            if r.get(k)
+        ]
+        dates = [d for d in dates if d]
+        last = max(dates) if dates else datetime.now(UTC).date()
+        died = parse_date(self.patient.get("deceasedDateTime"))
+        if died is not None and died <= last:
+            last = died - timedelta(days=1)
+        return last
+
     def series(self, code: str, as_of: date) -> list[tuple[date, float, str, str]]:
         """(date, value, unit, reference) of one LOINC code up to ``as_of``, oldest first."""
         rows = []
