@@ -69,12 +69,6 @@ def plain(text: object) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", str(text))
 
 
-def last_activity(path: Path) -> date:
-    from benchmarks.run import last_activity as la  # the same rule the benchmark replays with
-
-    return la(path)
-
-
 # ---- patient picker -----------------------------------------------------------------------------------------
 
 
@@ -98,7 +92,7 @@ def pick_patient() -> tuple[PatientRecord | None, date]:
             )
             path = SHARED / "synthea" / "bundles" / choice
             rec = record_from_path(str(path))
-            default_as_of = last_activity(path)
+            default_as_of = rec.last_activity()
         elif source == "Upload a FHIR bundle":
             up = st.sidebar.file_uploader("FHIR R4 Bundle (JSON)", type=["json"], key="upload")
             if up is not None:
@@ -111,7 +105,7 @@ def pick_patient() -> tuple[PatientRecord | None, date]:
                 st.session_state["fhir_record"] = fetch_from_server(base, pid, token)
             rec = st.session_state.get("fhir_record")
     except (RecordError, ClinAgentError, ConfigError) as e:
-        st.sidebar.error(f"Cannot read this record: {e}")
+        st.sidebar.error(plain(f"Cannot read this record: {e}"))
         return None, default_as_of
     as_of = st.sidebar.date_input("Reason as of", value=default_as_of, key=f"as_of-{source}")
     return rec, as_of
@@ -135,7 +129,7 @@ def fetch_from_server(base: str, pid: str, token: str) -> PatientRecord | None:
                 items += [("", e["resource"], f"/{key}") for e in entries if isinstance(e, dict) and "resource" in e]
         return record_from_resources(items, base, pid)
     except (httpx.HTTPError, ValueError, RecordError) as e:
-        st.sidebar.error(f"Could not load from the FHIR server: {type(e).__name__}: {e}")
+        st.sidebar.error(plain(f"Could not load from the FHIR server: {type(e).__name__}: {e}"))
         return None
 
 
@@ -149,7 +143,7 @@ def header(rec: PatientRecord, as_of: date) -> None:
         rec.patient_ref,
     )
     st.title("clinagent")
-    st.subheader(name.strip() or rec.patient_ref, anchor=False)
+    st.subheader(plain(name.strip() or rec.patient_ref), anchor=False)
     if f.deceased:
         st.error("This patient is recorded as deceased.")
     cols = st.columns(4)
@@ -160,7 +154,7 @@ def header(rec: PatientRecord, as_of: date) -> None:
     cols[2].metric("eGFR", f"{f.egfr.value:.0f}" if f.egfr else "none", help=_src(f.egfr))
     cols[3].metric("CrCl (Cockcroft-Gault)", f"{f.crcl.value:.0f} mL/min" if f.crcl else "none", help=_src(f.crcl))
     if renal is not None:
-        st.caption(f"Renal function: {renal.describe()} — from {renal.ref}")
+        st.caption(plain(f"Renal function: {renal.describe()} — from {renal.ref}"))
     a, m, c = st.columns(3)
     with a:
         st.markdown("**Active allergies**")
@@ -219,7 +213,7 @@ def review_tab(rec: PatientRecord, as_of: date) -> None:
         choice = choose_model(model)
         st.info(f"Model: **{plain(choice.name)}** — {plain(choice.kind)}")
     except ConfigError as e:
-        st.error(str(e))
+        st.error(plain(e))
         return
     key = f"review-{rec.patient_ref}-{as_of}"
     if st.button("Run review", key="run_review", type="primary"):
@@ -236,11 +230,11 @@ def review_tab(rec: PatientRecord, as_of: date) -> None:
         f"{review['run_id']} · {review['usage'].get('requests', 0)} model requests"
     )
     if review["notice"]:
-        st.warning(review["notice"])
+        st.warning(plain(review["notice"]))
     if review["error"]:
-        st.error(f"The run did not finish ({review['error']}): nothing is shown as actionable.")
+        st.error(plain(f"The run did not finish ({review['error']}): nothing is shown as actionable."))
     for stale in review["stale_data"]:
-        st.warning(f"Relied on stale data: {stale['fact']} from {stale['reference']} ({stale['date']})")
+        st.warning(plain(f"Relied on stale data: {stale['fact']} from {stale['reference']} ({stale['date']})"))
     st.markdown(f"### Suggestions ({len(review['shown'])})")
     if not review["shown"]:
         st.caption("No suggestions.")
@@ -272,7 +266,7 @@ def suggestion_card(review: dict, s: dict, i: int) -> None:
         st.markdown(f"{'⚠️' if warns else '✅'} **{plain(s['title'])}**")
         st.text(s["rationale"])
         for f in warns:
-            st.warning(f"{f['category']}: {f['message']}")
+            st.warning(plain(f"{f['category']}: {f['message']}"))
         with st.expander("Provenance: why, and what was checked"):
             st.markdown("**Cited from the record**")
             st.dataframe(s["cites"], hide_index=True, width="stretch")
@@ -332,9 +326,12 @@ def decide(review: dict, s: dict, i: int, warns: list) -> None:
     with c3.popover("Override a warning") if warns else st.empty():
         if warns:
             labels = {r["code"]: r["display"] for r in OVERRIDE_REASONS}
-            code = st.selectbox("Reason", list(labels), format_func=labels.get, key=f"reason-{i}")
+            code = st.selectbox(
+                "Reason", list(labels), index=None, placeholder="Choose a reason", format_func=labels.get,
+                key=f"reason-{i}",
+            )
             comment = st.text_input("Comment", key=f"comment-{i}")
-            if st.button("Override and accept", key=f"override-{i}"):
+            if st.button("Override and accept", key=f"override-{i}", disabled=code is None):
                 record_decision(review, s, "override", code, labels[code], comment or None, key)
 
 
@@ -342,7 +339,7 @@ def record_decision(review: dict, s: dict, action: str, code, display, comment, 
     try:
         store().add_decision(review["run_id"], s["id"], action, code, display, comment, ACTOR)
     except (KeyError, ValueError) as e:
-        st.error(f"Not recorded: {e}")
+        st.error(plain(f"Not recorded: {e}"))
         return
     st.session_state["decisions"][key] = action + (f" ({display})" if display else "")
     st.rerun()
@@ -392,9 +389,9 @@ def order_tab(rec: PatientRecord, as_of: date) -> None:
         try:
             v = gate(parse_order(mr, "order check"), rec.facts(as_of), knowledge())
         except RecordError as e:
-            st.error(str(e))
+            st.error(plain(e))
             return
-        (st.success if v.allowed else st.error)(f"{'ALLOWED' if v.allowed else 'BLOCKED'}: {drug}")
+        (st.success if v.allowed else st.error)(f"{'ALLOWED' if v.allowed else 'BLOCKED'}: {plain(drug)}")
         st.dataframe(
             [
                 {"": ICON[f.severity], "category": f.category, "message": f.message, "rule": f.rule_id}
