@@ -179,7 +179,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     """Start the clinician app (Streamlit) on loopback."""
     import os
-    import subprocess
     from pathlib import Path
 
     app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
@@ -202,10 +201,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if args.database_url:
         env["DATABASE_URL"] = args.database_url
     print(f"clinagent app on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
-    try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 130
+    sys.stderr.flush()
+    os.execve(sys.executable, cmd, env)  # become Streamlit: signals (Ctrl-C, SIGTERM) reach the server directly
+    return EXIT_OK  # not reached
 
 
 def cmd_knowledge(args: argparse.Namespace) -> int:

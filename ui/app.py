@@ -107,7 +107,9 @@ def pick_patient() -> tuple[PatientRecord | None, date]:
     except (RecordError, ClinAgentError, ConfigError) as e:
         st.sidebar.error(plain(f"Cannot read this record: {e}"))
         return None, default_as_of
-    as_of = st.sidebar.date_input("Reason as of", value=default_as_of, key=f"as_of-{source}")
+    # keyed per patient: a key per source alone would keep the previous patient's date when the patient changes
+    ref = rec.patient_ref if rec is not None else ""
+    as_of = st.sidebar.date_input("Reason as of", value=default_as_of, key=f"as_of-{source}-{ref}")
     return rec, as_of
 
 
@@ -199,7 +201,7 @@ def header(rec: PatientRecord, as_of: date) -> None:
 
 
 def _src(m) -> str | None:
-    return f"{m.describe()} — {m.ref}" if m is not None else None
+    return plain(f"{m.describe()} — {m.ref}") if m is not None else None
 
 
 # ---- review ---------------------------------------------------------------------------------------------------
@@ -327,7 +329,11 @@ def decide(review: dict, s: dict, i: int, warns: list) -> None:
         if warns:
             labels = {r["code"]: r["display"] for r in OVERRIDE_REASONS}
             code = st.selectbox(
-                "Reason", list(labels), index=None, placeholder="Choose a reason", format_func=labels.get,
+                "Reason",
+                list(labels),
+                index=None,
+                placeholder="Choose a reason",
+                format_func=labels.get,
                 key=f"reason-{i}",
             )
             comment = st.text_input("Comment", key=f"comment-{i}")
