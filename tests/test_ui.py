@@ -81,7 +81,8 @@ def texts(elements) -> list[str]:
 
 def test_pick_bundled_patient_and_review(db_url):
     at = start()
-    assert at.sidebar.radio(key="source").value == "Bundled example"
+    assert at.sidebar.radio(key="source").value == "Bundled fixtures"
+    assert at.sidebar.selectbox(key="fixture").value.name == "patient.json"  # the example patient first
     assert at.subheader[0].value == "Demo Example"
     assert at.metric[0].label == "Age / sex" and at.metric[0].value.endswith("female")
     assert "Run a review to see suggestions." in texts(at.caption)

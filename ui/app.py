@@ -74,7 +74,7 @@ def plain(text: object) -> str:
 
 def pick_patient() -> tuple[PatientRecord | None, date]:
     st.sidebar.header("Patient")
-    sources = ["Bundled example"]
+    sources = ["Bundled fixtures"]
     synthea = sorted((SHARED / "synthea" / "bundles").glob("*.json"))
     if synthea:
         sources.append("Shared Synthea patient")
@@ -83,8 +83,13 @@ def pick_patient() -> tuple[PatientRecord | None, date]:
     default_as_of = date(2026, 11, 1)
     rec = None
     try:
-        if source == "Bundled example":
-            rec = record_from_path(str(EXAMPLES / "patient.json"))
+        if source == "Bundled fixtures":
+            fixtures = [EXAMPLES / "patient.json", *sorted((ROOT / "fixtures" / "patients" / "bundles").glob("*.json"))]
+            path = st.sidebar.selectbox("Fixture", fixtures, key="fixture",
+                                        format_func=lambda p: "example patient" if p.parent == EXAMPLES else p.stem)
+            rec = record_from_path(str(path))
+            if path.parent != EXAMPLES:
+                default_as_of = rec.last_activity()
         elif source == "Shared Synthea patient":
             names = [p.name for p in synthea]
             choice = st.sidebar.selectbox(
