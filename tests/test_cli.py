@@ -174,13 +174,43 @@ def test_knowledge_command_prints_version_and_counts():
 
 
 def test_staleness_limits_are_settable(tmp_path):
-    """The weight in the patient bundle is 31 days old at --as-of: current by default, stale with a 30-day limit."""
-    p, o = patient_bundle(tmp_path, None), order(tmp_path)[0]
-    fresh = json.loads(run("check", "--patient", str(p), "--order", str(o), "--json", "--as-of", "2026-11-01").stdout)
-    strict = run(
-        "check", "--patient", str(p), "--order", str(o), "--json", "--as-of", "2026-11-01", "--weight-max-age", "30"
+    """A child's weight 40 days old is stale by default (30 days): weight-based dosing blocks; a 60-day limit allows it."""
+    child = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": {"resourceType": "Patient", "id": "c1", "gender": "female", "birthDate": "2020-03-01"}},
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "w1",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+                    "subject": {"reference": "Patient/c1"},
+                    "effectiveDateTime": "2026-09-22",
+                    "valueQuantity": {"value": 18, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"},
+                }
+            },
+        ],
+    }
+    p = tmp_path / "child.json"
+    p.write_text(json.dumps(child))
+    o, _ = order(tmp_path, code="313782", display="Acetaminophen 325 MG Oral Tablet", value=200, unit="mg", frequency=4)
+    default = run("check", "--patient", str(p), "--order", str(o), "--json", "--as-of", "2026-11-01")
+    assert default.returncode == 1
+    assert any("stale" in f["message"] for f in json.loads(default.stdout)["findings"])
+    longer = run(
+        "check",
+        "--patient",
+        str(p),
+        "--order",
+        str(o),
+        "--json",
+        "--as-of",
+        "2026-11-01",
+        "--child-weight-max-age",
+        "60",
     )
-    assert fresh["allowed"] and strict.returncode in (0, 1)
-    assert json.loads(strict.stdout) != fresh or True  # adult amoxicillin is not weight-based: verdict may be equal
+    assert longer.returncode == 0, longer.stdout
     bad = run("check", "--patient", str(p), "--order", str(o), "--weight-max-age", "soon")
     assert bad.returncode == 2 and "--weight-max-age" in bad.stderr
