@@ -11,7 +11,7 @@ from datetime import UTC, date
 
 from pydantic_ai import Agent, ModelRetry, RunContext
 
-from guardrails import Finding, gate
+from guardrails import Finding, MedicationOrder, gate
 from guardrails.findings import Evidence
 
 from .deps import ReviewDeps, Screened
@@ -147,17 +147,17 @@ def _not_active(ref: str) -> Finding:
     )
 
 
-def screen(p: Proposal, deps: ReviewDeps, attempt: int = 0) -> Screened:
-    """Turn a proposal into its FHIR resource and run the gates and the grounding check on it."""
-    rid = f"proposal-{uuid.uuid4().hex[:12]}"
-    cited, findings = _grounding(p, deps)
-    verdict = None
+def draft(p: Proposal, deps: ReviewDeps, rid: str | None = None) -> tuple[dict, MedicationOrder | None, list[Finding]]:
+    """A proposal as its FHIR resource, the medication order the gates screen (if any), and grounding findings."""
+    rid = rid or str(uuid.uuid4())
+    findings: list[Finding] = []
+    order = None
     active = {m.ref for m in deps.facts.medications}
     if isinstance(p, StartMedication):
         coding = [{"system": RXNORM_URI, "code": p.rxnorm, "display": p.drug}] if p.rxnorm else []
         concept = {"coding": coding, "text": p.drug} if coding else {"text": p.drug}
         resource = _medication_request(p, deps, rid, concept)
-        verdict = gate(parse_order(resource, "proposal"), deps.facts, deps.kb)
+        order = parse_order(resource, "proposal")
     elif isinstance(p, ChangeDose):
         current = deps.record.resolve(p.medication)
         if current is None or p.medication not in active:
@@ -171,12 +171,19 @@ def screen(p: Proposal, deps: ReviewDeps, attempt: int = 0) -> Screened:
             }
             findings.append(_not_active(p.medication))
         else:
-            concept = current.get("medicationCodeableConcept") or {"text": p.medication}
+            from .record import medication_codes
+
+            codes, text = medication_codes(current, deps.record)
+            concept = current.get("medicationCodeableConcept") or {
+                "coding": [
+                    {"system": RXNORM_URI, "code": c.code, "display": c.display} for c in codes if c.system == "rxnorm"
+                ],
+                "text": text or p.drug or p.medication,
+            }
             resource = _medication_request(p, deps, rid, concept)
             resource["priorPrescription"] = {"reference": p.medication}
-            # the order replaces the current one: gate it as that medication, so it is not its own duplicate
-            order = replace(parse_order(resource, "proposal"), ref=p.medication)
-            verdict = gate(order, deps.facts, deps.kb)
+            # it replaces the current prescription: not its own duplicate or interaction
+            order = replace(parse_order(resource, "proposal"), replaces=p.medication)
     elif isinstance(p, StopMedication):
         current = deps.record.resolve(p.medication) or {}
         resource = {
@@ -208,7 +215,21 @@ def screen(p: Proposal, deps: ReviewDeps, attempt: int = 0) -> Screened:
             findings.append(
                 Finding("unverifiable", "block", f"'{p.loinc}' is not a LOINC code.", (), "loinc", "grounding.loinc")
             )
-    all_findings = tuple(findings) + (verdict.findings if verdict else ())
+    return resource, order, findings
+
+
+def screen(
+    p: Proposal,
+    deps: ReviewDeps,
+    attempt: int = 0,
+    drafted: tuple[dict, MedicationOrder | None, list[Finding]] | None = None,
+    pending: tuple[MedicationOrder, ...] = (),
+) -> Screened:
+    """Run the gates and the grounding check on a proposal (screened with the plan's other orders: ``pending``)."""
+    resource, order, findings = drafted or draft(p, deps)
+    cited, grounding = _grounding(p, deps)
+    verdict = gate(order, deps.facts, deps.kb, pending) if order is not None else None
+    all_findings = tuple(grounding) + tuple(findings) + (verdict.findings if verdict else ())
     allowed = not any(f.severity == "block" for f in all_findings)
     return Screened(p, resource, all_findings, allowed, cited, verdict, attempt)
 
@@ -240,7 +261,9 @@ def get_agent() -> Agent[ReviewDeps, Plan]:
 def gate_plan(ctx: RunContext[ReviewDeps], plan: Plan) -> Plan:
     """Screen every proposal. Blocked ones go back to the model with their findings until retries run out;
     after that they stay blocked and are reported, never shown."""
-    results = [screen(p, ctx.deps, ctx.retry) for p in plan.proposals]
+    drafted = [draft(p, ctx.deps) for p in plan.proposals]
+    pending = tuple(o for _, o, _ in drafted if o is not None)  # the plan's orders are screened against each other
+    results = [screen(p, ctx.deps, ctx.retry, d, pending) for p, d in zip(plan.proposals, drafted, strict=True)]
     ctx.deps.attempts.append(results)
     blocked = [(i, r) for i, r in enumerate(results) if not r.allowed]
     if blocked and ctx.retry < ctx.max_retries:

@@ -367,17 +367,20 @@ def _order_cards(req: HookRequest, record, kb) -> list[dict]:
     if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":
         raise Problem(422, "context.draftOrders must be a Bundle", "/context/draftOrders")
     facts = record.facts(datetime.now(UTC).date())
-    cards: list[dict] = []
+    drafts: list[tuple[Any, dict]] = []
     for i, e in enumerate(draft.get("entry") or []):
         res = (e or {}).get("resource") or {}
         if res.get("resourceType") != "MedicationRequest":
             continue  # other draft orders (labs, imaging) are not screened by these gates
         pointer = f"/context/draftOrders/entry/{i}/resource"
         try:
-            order = parse_order(res, "draftOrders", pointer, record)
+            drafts.append((parse_order(res, "draftOrders", pointer, record), res))
         except RecordError as err:
             raise Problem(422, err.message, err.field or pointer, outcome=True) from None
-        verdict = gate(order, facts, kb).as_dict()
+    pending = tuple(o for o, _ in drafts)  # orders signed together are screened against each other
+    cards: list[dict] = []
+    for order, res in drafts:
+        verdict = gate(order, facts, kb, pending).as_dict()
         cc = res.get("medicationCodeableConcept") or {}
         name = cc.get("text") or next(
             (c.get("display") for c in cc.get("coding") or [] if c.get("display")), "this medication"

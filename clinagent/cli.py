@@ -34,7 +34,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     facts = rec.facts(args.as_of, staleness)
     kb = load_knowledge()
-    verdicts = [gate(o, facts, kb) for _, o in orders]
+    pending = tuple(o for _, o in orders)  # orders in one Bundle are screened against each other
+    verdicts = [gate(o, facts, kb, pending) for _, o in orders]
     single = len(verdicts) == 1 and _is_single_resource(args.order)
     if args.json:
         payload = verdicts[0].as_dict() if single else [v.as_dict() for v in verdicts]

@@ -63,8 +63,21 @@ ICS = {"fluticasone", "budesonide", "beclomethasone", "mometasone", "ciclesonide
 ANTIPLATELETS = {"aspirin", "clopidogrel", "prasugrel", "ticagrelor"}
 MRA = {"spironolactone", "eplerenone"}
 # Drugs that can be held for a while when they interact with something that must continue (an antibiotic course).
-HOLDABLE = STATINS | {"ibuprofen", "naproxen", "diclofenac", "meloxicam", "omeprazole", "esomeprazole", "pantoprazole",
-                      "lansoprazole", "tizanidine", "ramelteon", "sildenafil", "tadalafil", "colchicine"}
+HOLDABLE = STATINS | {
+    "ibuprofen",
+    "naproxen",
+    "diclofenac",
+    "meloxicam",
+    "omeprazole",
+    "esomeprazole",
+    "pantoprazole",
+    "lansoprazole",
+    "tizanidine",
+    "ramelteon",
+    "sildenafil",
+    "tadalafil",
+    "colchicine",
+}
 ANALGESICS = {"acetaminophen", "ibuprofen", "naproxen", "celecoxib", "tramadol", "oxycodone", "hydrocodone", "morphine"}
 
 
@@ -253,8 +266,13 @@ def candidates(s: Seen) -> list[list]:
         cr = s.summary.get("creatinine_mg_dl")
         current_weight = weight if weight and not weight.get("stale") else None
         current_cr = cr if cr and not cr.get("stale") else None
-        criteria = sum([age >= 80, bool(current_weight and current_weight["value"] <= 60),
-                        bool(current_cr and current_cr["value"] >= 1.5)])
+        criteria = sum(
+            [
+                age >= 80,
+                bool(current_weight and current_weight["value"] <= 60),
+                bool(current_cr and current_cr["value"] >= 1.5),
+            ]
+        )
         strength = "2.5" if criteria >= 2 else "5"
         why = (
             "Atrial fibrillation without anticoagulation: stroke prevention (apixaban dose by age, weight, creatinine)."

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +382,19 @@ def _quantity(o: dict) -> tuple[float, str] | None:
     return float(q["value"]), q.get("code") or q.get("unit") or ""
 
 
+_PERIOD_WORDS = {
+    "h": 1 / 24,
+    "hour": 1 / 24,
+    "hours": 1 / 24,
+    "d": 1.0,
+    "day": 1.0,
+    "days": 1.0,
+    "wk": 7.0,
+    "week": 7.0,
+    "weeks": 7.0,
+    "mo": 30.0,
+    "month": 30.0,
+}
 _KG = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237}
 _CM = {"cm": 1.0, "m": 100.0, "[in_i]": 2.54, "in": 2.54}
 
@@ -405,6 +418,8 @@ def build_facts(rec: PatientRecord, as_of: date, st: Staleness) -> PatientFacts:
     for code, when, o in rec.observations():
         if when > as_of:
             continue
+        if code != PREGNANCY_STATUS and _quantity(o) is None:
+            continue  # a newer result without a value (hemolysed, cancelled) must not hide the last real one
         if code not in latest or when > latest[code][0]:
             latest[code] = (when, o)
 
@@ -529,8 +544,12 @@ def build_facts(rec: PatientRecord, as_of: date, st: Staleness) -> PatientFacts:
 
 
 def _after(as_of: date, value: str | None) -> bool:
-    d = parse_date(value)
-    return d is not None and d > as_of
+    """Surely after ``as_of``: a partial date counts from its earliest day ("2026" = 1 January), and a day of
+    tolerance covers date-only values written in another time zone than the one "as of" was computed in."""
+    if not value:
+        return False
+    earliest = parse_date(value[:4] + "-01-01" if len(value) == 4 else value[:7] + "-01" if len(value) == 7 else value)
+    return earliest is not None and earliest > as_of + timedelta(days=1)
 
 
 def condition_active(c: dict, as_of: date) -> bool:
@@ -672,8 +691,11 @@ def parse_order(
     max_dose = max_days = None
     if isinstance(mpp, dict) and (mpp.get("numerator") or {}).get("value") is not None:
         num, den = mpp["numerator"], mpp.get("denominator") or {}
-        days = {"h": 1 / 24, "d": 1.0, "wk": 7.0}.get(den.get("code") or den.get("unit") or "d")
-        if days and den.get("value"):
+        per = str(den.get("code") or den.get("unit") or "d").strip().lower()
+        days = _PERIOD_WORDS.get(per)
+        if days is None or not den.get("value"):
+            problems.append(f"maxDosePerPeriod has a period that cannot be read ({den.get('value')} {per})")
+        else:
             max_dose = Dose(float(num["value"]), num.get("code") or num.get("unit") or "")
             max_days = float(den["value"]) * days
     ref = f"MedicationRequest/{r['id']}" if r.get("id") else ""
@@ -688,7 +710,8 @@ def parse_order(
         timing_code=tcode,
         route=route,
         as_needed=as_needed,
-        max_per_period=max_dose if max_dose and max_dose.unit == (dose.unit if dose else "") else None,
+        max_per_period=max_dose,
         max_per_period_days=max_days,
+        times_of_day=len(rep.get("when") or []) + len(rep.get("timeOfDay") or []),
         problems=tuple(problems),
     )

@@ -84,8 +84,12 @@ def _matches(s: SuggestionOut, want: dict) -> bool:
     if "kind" in want and s.kind != want["kind"]:
         return False
     if "drug" in want:
-        names = [s.title, str(s.proposal.get("drug", "")), str(s.proposal.get("medication", "")),
-                 json.dumps(s.resource.get("medicationCodeableConcept", {}))]
+        names = [
+            s.title,
+            str(s.proposal.get("drug", "")),
+            str(s.proposal.get("medication", "")),
+            json.dumps(s.resource.get("medicationCodeableConcept", {})),
+        ]
         text = " ".join(names)  # never the rationale: an alternative's reason may name the drug it replaces
         if want["drug"].lower() not in text.lower():
             return False

@@ -173,9 +173,14 @@ def run_review(
             review.shown.append(_suggestion(s, "shown"))
     cited = {c["reference"] for s in final for c in s.cited}
     review.stale_data = _stale(facts, cited)
-    stamp = {"model": review.model, "model_kind": review.model_kind, "run_id": review.run_id,
-             "knowledge_version": review.knowledge_version, "message_history_sha256": review.message_history_sha256,
-             "as_of": review.as_of}
+    stamp = {
+        "model": review.model,
+        "model_kind": review.model_kind,
+        "run_id": review.run_id,
+        "knowledge_version": review.knowledge_version,
+        "message_history_sha256": review.message_history_sha256,
+        "as_of": review.as_of,
+    }
     for s in review.shown + review.blocked + review.withheld:
         s.provenance = stamp
     return review

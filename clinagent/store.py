@@ -504,9 +504,18 @@ class Store:
             out = []
             for row in s.exec(q):
                 n = len(s.exec(select(DecisionRow.id).where(DecisionRow.review_id == row.run_id)).all())
-                out.append({"run_id": row.run_id, "patient": row.patient, "as_of": row.as_of, "model": row.model,
-                            "stored_at": row.stored_at.isoformat(), "shown": len(row.data.get("shown", [])),
-                            "blocked": len(row.data.get("blocked", [])), "decisions": n})
+                out.append(
+                    {
+                        "run_id": row.run_id,
+                        "patient": row.patient,
+                        "as_of": row.as_of,
+                        "model": row.model,
+                        "stored_at": row.stored_at.isoformat(),
+                        "shown": len(row.data.get("shown", [])),
+                        "blocked": len(row.data.get("blocked", [])),
+                        "decisions": n,
+                    }
+                )
             return out
 
     def add_decision(

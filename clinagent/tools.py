@@ -7,6 +7,8 @@ written for the model.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pydantic import BaseModel
 from pydantic_ai import RunContext
 
@@ -262,18 +264,22 @@ def screen_active_medications(ctx: RunContext[ReviewDeps]) -> list[MedicationPro
         res = deps.record.resolve(m.ref)
         if res is None or res.get("resourceType") != "MedicationRequest":
             continue
-        order = parse_order(res, deps.record.source, m.ref, deps.record)
+        order = replace(parse_order(res, deps.record.source, m.ref, deps.record), replaces=m.ref)
         v = gate(order, deps.facts, deps.kb)
         blocks = [f for f in v.findings if f.severity == "block" and f.category in _STOP_CATEGORIES]
         if blocks:
             drug = resolve_drug(order.codes, order.text, deps.kb)
             refs = sorted({e.ref for f in blocks for e in f.evidence if e.kind == "fhir" and e.ref != m.ref})
-            out.append(MedicationProblem(
-                reference=m.ref, drug=display_name(m.text, m.codes, "unnamed"),
-                ingredients=[deps.kb.ingredients[i].name for i in (drug.ingredients if drug else ())],
-                reason=" ".join(f.message for f in blocks), categories=sorted({f.category for f in blocks}),
-                evidence=refs,
-            ))
+            out.append(
+                MedicationProblem(
+                    reference=m.ref,
+                    drug=display_name(m.text, m.codes, "unnamed"),
+                    ingredients=[deps.kb.ingredients[i].name for i in (drug.ingredients if drug else ())],
+                    reason=" ".join(f.message for f in blocks),
+                    categories=sorted({f.category for f in blocks}),
+                    evidence=refs,
+                )
+            )
     return out
 
 

@@ -107,7 +107,15 @@ def prepare(facts: PatientFacts, kb: Knowledge) -> PreparedPatient:
         else:
             label = display_name(m.text, m.codes)
             meds.append(
-                PreparedMed(m, frozenset(d.ingredients), Evidence("fhir", m.ref, f"active medication: {label}"))
+                PreparedMed(
+                    m,
+                    frozenset(d.ingredients),
+                    Evidence(
+                        "fhir",
+                        m.ref,
+                        f"{'another order of this request' if m.status == 'pending' else 'active medication'}: {label}",
+                    ),
+                )
             )
     allergies, unmapped = [], []
     for a in facts.allergies:

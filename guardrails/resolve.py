@@ -92,41 +92,64 @@ def _resolve(codes: tuple[Code, ...], text: str, kb: Knowledge) -> ResolvedDrug 
     named = _by_name(names, kb)
     if coded is None:
         return named
+    if coded.conflict:
+        return coded
+    said = lambda ids: ", ".join(kb.ingredients[i].name for i in ids)  # noqa: E731
+    if named is not None and (set(named.ingredients) - set(coded.ingredients) or named.unresolved):
+        # the name names something the code does not: screen everything it could be, and block as unconfirmed
+        both = tuple(dict.fromkeys(coded.ingredients + named.ingredients))
+        extra = ", ".join([said(set(named.ingredients) - set(coded.ingredients)), *named.unresolved]).strip(", ")
+        return ResolvedDrug(
+            both,
+            coded.product,
+            f"{coded.how} and {named.how}",
+            named.unresolved,
+            conflict=f"the code means {said(coded.ingredients)} but the name also names {extra}",
+        )
     if named is None and coded.product is None and not kb.ingredients[coded.ingredients[0]].rxcui_verified:
         ing = kb.ingredients[coded.ingredients[0]]
         return ResolvedDrug(
             coded.ingredients,
             None,
-            coded.how + ", code not yet verified",
-            conflict=f"RxNorm {ing.rxcui} is recorded for {ing.name} but that code is not yet verified "
-            "against RxNorm, and the order gives no name to confirm it",
-        )
-    if named is not None and not named.unresolved and set(named.ingredients).isdisjoint(coded.ingredients):
-        both = tuple(dict.fromkeys(coded.ingredients + named.ingredients))
-        said = lambda d: ", ".join(kb.ingredients[i].name for i in d.ingredients)  # noqa: E731
-        return ResolvedDrug(
-            both,
-            coded.product,
-            f"{coded.how} and {named.how}",
-            conflict=f"the code means {said(coded)} but the name means {said(named)}",
+            coded.how,
+            conflict=(
+                f"RxNorm {ing.rxcui} is recorded for {ing.name} but that code is not yet verified against RxNorm, and the "
+                "order gives no name to confirm it"
+            ),
         )
     return coded
 
 
 def _by_code(codes: tuple[Code, ...], kb: Knowledge) -> ResolvedDrug | None:
+    """Every RxNorm coding is resolved; codings that disagree are screened together and flagged."""
+    found: list[ResolvedDrug] = []
     for c in codes:
         if c.system != RXNORM:
             continue
         p = kb.products.get(c.code)
         if p is not None and p.components and all(x.ingredient for x in p.components):
-            return ResolvedDrug(
-                tuple(dict.fromkeys(x.ingredient for x in p.components)), p, f"RxNorm {c.code} (product)"
+            found.append(
+                ResolvedDrug(tuple(dict.fromkeys(x.ingredient for x in p.components)), p, f"RxNorm {c.code} (product)")
             )
+            continue
         iid = kb.rxcui_ingredient.get(c.code)
         if iid:
             unverified = "" if kb.ingredients[iid].rxcui_verified else ", code not yet verified"
-            return ResolvedDrug((iid,), None, f"RxNorm {c.code} (ingredient{unverified})")
-    return None
+            found.append(ResolvedDrug((iid,), None, f"RxNorm {c.code} (ingredient{unverified})"))
+    if not found:
+        return None
+    first = found[0]
+    extra = [d for d in found[1:] if set(d.ingredients) != set(first.ingredients)]
+    if not extra:
+        return first
+    both = tuple(dict.fromkeys(i for d in found for i in d.ingredients))
+    return ResolvedDrug(
+        both,
+        first.product,
+        "; ".join(d.how for d in found),
+        conflict="the order's RxNorm codings name different drugs: "
+        + "; ".join(", ".join(kb.ingredients[i].name for i in d.ingredients) for d in found),
+    )
 
 
 def _by_name(names: list[str], kb: Knowledge) -> ResolvedDrug | None:
@@ -222,10 +245,23 @@ def dose_per_ingredient(dose: Dose, drug: ResolvedDrug, kb: Knowledge) -> tuple[
 
 
 def doses_per_day(order: MedicationOrder) -> tuple[float | None, str]:
-    """How many doses in 24 hours (worst case), and how that was read."""
-    if order.frequency is not None and order.period and order.period_unit in units.PERIOD_DAYS:
-        per_day = order.frequency / (order.period * units.PERIOD_DAYS[order.period_unit])
-        return per_day, f"{order.frequency:g} per {order.period:g} {order.period_unit}"
+    """How many doses in 24 hours, worst case over every way the timing says it, and how that was read.
+
+    timing.repeat (a period without a frequency means once per period), the timing code (BID, Q4H, ...), and the
+    count of when/timeOfDay entries are all read; the largest wins."""
+    readings: list[tuple[float, str]] = []
+    if order.period and order.period_unit in units.PERIOD_DAYS:
+        freq = order.frequency if order.frequency is not None else 1.0
+        readings.append(
+            (
+                freq / (order.period * units.PERIOD_DAYS[order.period_unit]),
+                f"{freq:g} per {order.period:g} {order.period_unit}",
+            )
+        )
     if order.timing_code and order.timing_code.upper() in units.TIMING_CODES:
-        return units.TIMING_CODES[order.timing_code.upper()], order.timing_code.upper()
-    return None, "no frequency given"
+        readings.append((units.TIMING_CODES[order.timing_code.upper()], order.timing_code.upper()))
+    if order.times_of_day:
+        readings.append((float(order.times_of_day), f"{order.times_of_day} times of day"))
+    if not readings:
+        return None, "no frequency given"
+    return max(readings)

@@ -89,6 +89,8 @@ class MedicationOrder:
     as_needed: bool = False
     max_per_period: Dose | None = None  # maxDosePerPeriod numerator
     max_per_period_days: float | None = None
+    times_of_day: int = 0  # timing.repeat.when / timeOfDay entries (doses a day when no frequency is given)
+    replaces: str = ""  # the active medication this order replaces or re-states (not its own duplicate/interaction)
     problems: tuple[str, ...] = ()  # structural problems found while reading the order
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import date
 
 import pint
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardrails import RULES, ActiveMedication, Allergy, Code, Dose, Measured, MedicationOrder, PatientFacts, gate
+
+from . import _bundles as B
 
 AS_OF = date(2026, 11, 1)
 UREG = pint.UnitRegistry()
@@ -140,13 +144,14 @@ def test_interaction_blocks_only_when_contraindicated(kb):
     assert "drug-drug" in cats(v)
 
 
-def test_the_order_is_not_its_own_duplicate(kb):
+def test_an_order_is_screened_against_an_active_drug_with_the_same_id_unless_it_replaces_it(kb):
     same = ActiveMedication("MedicationRequest/t", (), "lisinopril")
     v = gate(order(text="lisinopril", value=10, unit="mg"), adult(medications=(same,)), kb)
-    assert "duplicate-therapy" not in cats(v, "warn")
-    other = ActiveMedication("MedicationRequest/other", (), "lisinopril")
-    v = gate(order(text="lisinopril", value=10, unit="mg"), adult(medications=(other,)), kb)
-    assert "duplicate-therapy" in cats(v, "warn")
+    assert "duplicate-therapy" in cats(v, "warn")  # an id is not proof of identity
+    restated = replace(order(text="lisinopril", value=10, unit="mg"), replaces="MedicationRequest/t")
+    assert "duplicate-therapy" not in cats(gate(restated, adult(medications=(same,)), kb), "warn")
+    clari = ActiveMedication("MedicationRequest/t", (), "clarithromycin")
+    assert "drug-drug" in cats(gate(order(text="simvastatin", value=20, unit="mg"), adult(medications=(clari,)), kb))
 
 
 def test_deceased_patient_blocks(kb):
@@ -219,7 +224,7 @@ def test_code_and_name_that_disagree_block_and_both_drugs_are_checked(kb):
     )
     v = gate(o, adult(allergies=(pen,)), kb)
     assert not v.allowed
-    assert any("the code means warfarin but the name means amoxicillin" in f.message for f in v.findings)
+    assert any("the code means warfarin but the name also names amoxicillin" in f.message for f in v.findings)
     assert "drug-allergy" in cats(v)  # the name's drug was screened too
     same = MedicationOrder(
         "MedicationRequest/t",
@@ -250,3 +255,97 @@ def test_the_most_severe_cross_sensitivity_wins(kb):
     pen = Allergy("AllergyIntolerance/a", (Code("rxnorm", "7984", "Penicillin V"),))
     v = gate(order(text="cephalexin", value=500, unit="mg", freq=4), adult(allergies=(pen,)), kb)
     assert "drug-allergy" in cats(v)
+
+
+# ---- fail-open paths found in review: each must now block or warn --------------------------------------------
+
+
+def _mr(text, value, unit, repeat=None, code=None, mpp=None, when=None):
+    from clinagent.record import parse_order
+
+    dq = (
+        {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+        if unit
+        else {"value": value}
+    )
+    di = {"doseAndRate": [{"doseQuantity": dq}]}
+    if repeat is not None or when:
+        di["timing"] = {"repeat": (repeat or {}) | ({"when": when} if when else {})}
+    if code:
+        di.setdefault("timing", {})["code"] = {"coding": [{"code": code}]}
+    if mpp:
+        di["maxDosePerPeriod"] = mpp
+    return parse_order(
+        {
+            "resourceType": "MedicationRequest",
+            "id": "x",
+            "status": "draft",
+            "intent": "order",
+            "subject": {"reference": "Patient/t"},
+            "medicationCodeableConcept": {"text": text},
+            "dosageInstruction": [di],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "o, category",
+    [
+        (lambda: _mr("acetaminophen", 1000, "mg", {"period": 2, "periodUnit": "h"}), "dose-daily"),  # once every 2 h
+        (lambda: _mr("acetaminophen", 1000, "mg", when=["MORN", "NOON", "AFT", "EVE", "NIGHT", "HS"]), "dose-daily"),
+        (
+            lambda: _mr("acetaminophen", 1000, "mg", {"frequency": 1, "period": 1, "periodUnit": "d"}, code="Q2H"),
+            "dose-daily",
+        ),
+        (
+            lambda: _mr(
+                "acetaminophen",
+                1000,
+                "mg",
+                mpp={"numerator": {"value": 8, "unit": "g"}, "denominator": {"value": 1, "unit": "day"}},
+            ),
+            "dose-daily",
+        ),
+        (lambda: _mr("acetaminophen", -500, "mg", {"frequency": 1, "period": 1, "periodUnit": "d"}), "unverifiable"),
+    ],
+)
+def test_timing_and_caps_are_read_worst_case(kb, o, category):
+    assert category in cats(gate(o(), adult(), kb))
+
+
+def test_draft_orders_signed_together_are_screened_against_each_other(kb):
+    simva = order(text="simvastatin", value=20, unit="mg")
+    clari = replace(order(text="clarithromycin", value=500, unit="mg", freq=2), ref="MedicationRequest/c")
+    assert gate(simva, adult(), kb).allowed
+    assert "drug-drug" in cats(gate(simva, adult(), kb, pending=(simva, clari)))
+
+
+def test_several_codings_that_disagree_block_and_all_are_screened(kb):
+    pen = Allergy("AllergyIntolerance/a", (Code("rxnorm", "7984", "Penicillin V"),))
+    o = MedicationOrder(
+        "MedicationRequest/t",
+        (Code("rxnorm", "161", ""), Code("rxnorm", "723", "")),
+        "",
+        Dose(500, "mg"),
+        frequency=3,
+        period=1,
+        period_unit="d",
+    )
+    v = gate(o, adult(allergies=(pen,)), kb)
+    assert "drug-allergy" in cats(v) and any("codings name different drugs" in f.message for f in v.findings)
+
+
+def test_unknown_age_blocks_an_age_restricted_drug(kb):
+    o = order(text="codeine", value=30, unit="mg", freq=4)
+    assert "unverifiable" in cats(gate(o, adult(birth_date=None), kb))
+
+
+def test_a_newer_lab_without_a_value_does_not_hide_a_dangerous_one(kb):
+    from clinagent.record import record_from_bundle
+
+    k = lambda oid, v, when: {**B.obs(oid, "6298-4", "Potassium", v, "mmol/L", when)}  # noqa: E731
+    hemolysed = B.obs("k2", "6298-4", "Potassium", 0, "mmol/L", "2026-10-31")
+    del hemolysed["valueQuantity"]
+    hemolysed["valueString"] = "hemolysed"
+    facts = record_from_bundle(B.bundle(k("k1", 6.3, "2026-10-30"), hemolysed)).facts(AS_OF)
+    assert facts.labs["6298-4"].value == 6.3

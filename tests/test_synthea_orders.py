@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import date
 
 from clinagent.record import load_record, parse_order
@@ -22,7 +23,7 @@ def test_every_synthea_medication_request_gets_a_verdict_and_products_resolve(kb
         for mr in rec.resources("MedicationRequest"):
             authored = mr.get("authoredOn", "")[:10]
             facts = rec.facts(date.fromisoformat(authored) if authored else date(2021, 1, 1))
-            order = parse_order(mr, b.name)
+            order = replace(parse_order(mr, b.name), replaces=f"MedicationRequest/{mr['id']}")  # re-stating itself
             v = gate(order, facts, kb)
             n += 1
             verdicts[v.allowed] += 1

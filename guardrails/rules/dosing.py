@@ -51,7 +51,7 @@ def check_dose(ctx: Context) -> Iterator[Finding]:
         if not limits:
             yield ctx.finding("dose-single", "info", f"No dose limits for {name} in the knowledge base.", (order_ev,))
             continue
-        if age is None and len({(r.min_age, r.max_age) for r in limits}) > 1:
+        if age is None and any(r.min_age > 0 or r.max_age is not None for r in limits):
             yield ctx.finding(
                 "unverifiable",
                 "block",
@@ -92,8 +92,6 @@ def _check_limit(ctx: Context, ing: str, name: str, amount, r, order_ev: Evidenc
         return
     u = r.dose_unit
     per_day = ctx.per_day
-    if o.max_per_period is not None and o.max_per_period_days and o.dose and o.dose.value > 0:
-        per_day = max(per_day or 0.0, o.max_per_period.value / o.dose.value / o.max_per_period_days)
     daily = single * per_day if per_day is not None else None
     max_single, max_daily = r.max_single, r.max_daily
     evidence = [order_ev, fact]
@@ -144,10 +142,12 @@ def _check_limit(ctx: Context, ing: str, name: str, amount, r, order_ev: Evidenc
         )
     if daily is None:
         if max_daily is not None or r.max_weekly is not None:
+            high = kb.ingredients[ing].high_alert
             yield ctx.finding(
-                "dose-daily",
-                "info",
-                f"No frequency given: the {name} daily total could not be checked.",
+                "unverifiable" if high else "dose-daily",
+                "block" if high else "warn",
+                f"No frequency given: the {name} daily total could not be checked"
+                + (" (a high-alert drug: the order needs its frequency)." if high else "."),
                 ev,
                 "dosageInstruction[0].timing",
             )

@@ -25,7 +25,7 @@ def check_interactions(ctx: Context) -> Iterator[Finding]:
             if not rules or other == ing:
                 continue
             for pm in meds:
-                if pm.med.ref == ctx.order.ref:
+                if pm.med.ref == ctx.order.replaces:
                     continue
                 for rule in rules:
                     key = (rule.iri, pm.med.ref)
@@ -44,7 +44,7 @@ def check_interactions(ctx: Context) -> Iterator[Finding]:
                         "medicationCodeableConcept",
                     )
     for m in ctx.patient.unresolved_meds:
-        if m.ref == ctx.order.ref:
+        if m.ref == ctx.order.replaces:
             continue
         label = display_name(m.text, m.codes, "unnamed")
         yield ctx.finding(
@@ -62,7 +62,7 @@ def check_duplicates(ctx: Context) -> Iterator[Finding]:
     reported: set[str] = set()
     for ing in ctx.drug.ingredients:
         for pm in p.meds_by_ingredient.get(ing, ()):
-            if pm.med.ref == ctx.order.ref or pm.med.ref in reported:
+            if pm.med.ref == ctx.order.replaces or pm.med.ref in reported:
                 continue
             reported.add(pm.med.ref)
             yield ctx.finding(
@@ -76,7 +76,7 @@ def check_duplicates(ctx: Context) -> Iterator[Finding]:
         for gid in sorted(kb.duplicate_groups.get(ing, ()), key=lambda c: len(kb.classes[c].members)):
             g = kb.classes[gid]
             for pm in p.meds_by_duplicate_group.get(gid, ()):
-                if pm.med.ref == ctx.order.ref or pm.med.ref in reported or ing in pm.ingredients:
+                if pm.med.ref == ctx.order.replaces or pm.med.ref in reported or ing in pm.ingredients:
                     continue
                 reported.add(pm.med.ref)
                 names = ", ".join(ctx.name(x) for x in sorted(pm.ingredients & g.members))

@@ -110,6 +110,16 @@ def check_age(ctx: Context) -> Iterator[Finding]:
         return
     age = ctx.age
     if age is None:
+        for ing in ctx.drug.ingredients:
+            rules = [r for r in ctx.kb.rules("age", ing) if r.action == "contraindicated"]
+            if rules:
+                yield ctx.finding(
+                    "unverifiable",
+                    "block",
+                    f"{ctx.name(ing)} is contraindicated at some ages and the patient's age is unknown.",
+                    tuple(ctx.fact(r) for r in rules),
+                    "subject",
+                )
         return
     for ing in ctx.drug.ingredients:
         for r in ctx.kb.rules("age", ing):
