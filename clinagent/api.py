@@ -62,6 +62,11 @@ def create_app(settings: Settings) -> FastAPI:
     if not settings.no_auth:
         from .auth import AuthConfig
 
+        if not settings.public_base_url:
+            raise ConfigError(
+                "with authentication on, the service needs its public base URL (--public-url): the JWT "
+                "aud is checked against it, never against the client's Host header"
+            )
         auth = AuthConfig.load(settings.auth_config)
     store = Store(settings.database_url)
     kb = load_knowledge()
@@ -88,10 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
             return None
         from .auth import AuthError, verify_cds_jwt
 
-        if settings.public_base_url:
-            audience = settings.public_base_url.rstrip("/") + request.url.path
-        else:
-            audience = str(request.url.remove_query_params(list(request.query_params.keys())))
+        audience = settings.public_base_url.rstrip("/") + request.url.path  # never from the client's Host header
         try:
             claims = verify_cds_jwt(request.headers.get("authorization"), audience, auth, store.seen_jti)
         except AuthError as e:
@@ -281,11 +283,12 @@ def _record(req: HookRequest, patient_id: str, settings: Settings):
     items: list[tuple[str, dict, str]] = []
     prefetch = req.prefetch or {}
     template = SERVICES[next(s for s in SERVICES if SERVICES[s]["hook"] == req.hook)]["prefetch"]
-    for key, value in prefetch.items():  # what the client sent, under our keys or its own
-        if value is not None:
-            items += _resources(value, f"/prefetch/{key}")
-    for key, query in template.items():  # what it did not send (absent or null) is fetched, or the call is 412
-        if prefetch.get(key) is None:
+    usable = {k: v for k, v in prefetch.items() if _complete(v)}
+    for key, value in usable.items():  # what the client sent, under our keys or its own
+        items += _resources(value, f"/prefetch/{key}")
+    for key, query in template.items():
+        # absent, null, an OperationOutcome (the client could not prefetch) or one page of several: fetch it, or 412
+        if key not in usable:
             value = _fetch(req, query.replace("{{context.patientId}}", patient_id), key, settings)
             items += _resources(value, f"/prefetch/{key}")
     try:
@@ -293,6 +296,12 @@ def _record(req: HookRequest, patient_id: str, settings: Settings):
     except RecordError as e:
         status = 412 if "no Patient" in e.message else 422
         raise Problem(status, e.message, e.field or "/prefetch", outcome=True) from None
+
+
+def _complete(value: Any) -> bool:
+    if not isinstance(value, dict) or value.get("resourceType") == "OperationOutcome":
+        return False
+    return not any(link.get("relation") == "next" for link in value.get("link") or [] if isinstance(link, dict))
 
 
 def _resources(value: Any, pointer: str) -> list[tuple[str, dict, str]]:
@@ -342,7 +351,22 @@ def _fetch(req: HookRequest, query: str, key: str, settings: Settings) -> dict:
                 nxt = next((link.get("url") for link in page.get("link") or [] if link.get("relation") == "next"), None)
                 if page.get("resourceType") != "Bundle" or not nxt:
                     break
+                if (
+                    httpx.URL(nxt).netloc != httpx.URL(req.fhirServer).netloc
+                    or httpx.URL(nxt).scheme != httpx.URL(req.fhirServer).scheme
+                ):
+                    raise Problem(
+                        412,
+                        f"the FHIR server's next page for prefetch '{key}' is on another origin; the "
+                        "token is not sent there",
+                        f"/prefetch/{key}",
+                        outcome=True,
+                    )
                 url = nxt
+            else:
+                raise Problem(
+                    412, f"prefetch '{key}' has more than {MAX_PAGES} pages", f"/prefetch/{key}", outcome=True
+                )
     except httpx.HTTPError as e:
         log.info("FHIR fetch for prefetch %s failed: %s", key, type(e).__name__)
         raise Problem(

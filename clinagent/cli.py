@@ -145,6 +145,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     if args.junit:
         junit(outcomes, args.junit)
+    skipped = len(outcomes) - len(ran)
+    if skipped and not args.allow_missing:
+        print(
+            f"{skipped} case(s) could not run (bundle missing): not a pass; use --allow-missing to accept that",
+            file=sys.stderr,
+        )
+        return EXIT_BLOCKED
     return EXIT_BLOCKED if failed else EXIT_OK
 
 
@@ -169,7 +176,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             auth_config=auth_config,
             no_auth=args.no_auth,
             model=args.model,
-            public_base_url=args.public_url,
+            public_base_url=args.public_url or f"http://{args.host}:{args.port}",
         )
     )
     # access_log off: paths and headers never reach a log (no PHI, no tokens)
@@ -316,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p2.add_argument("directory", help="a directory of patient cases (e.g. fixtures/patients)")
     p2.add_argument("--junit", default=None, metavar="FILE", help="write a JUnit XML report")
     p2.add_argument("--model", default=None, help="override each case's model")
+    p2.add_argument("--allow-missing", action="store_true", help="cases whose bundle is absent do not fail the run")
     p2.set_defaults(func=cmd_replay)
     sv = sub.add_parser("serve", help="serve CDS Hooks 2.0 and the REST API (OpenAPI at /docs)")
     sv.add_argument("--host", default="127.0.0.1")
@@ -324,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--no-auth", action="store_true", help="no authentication (local development; loopback only)")
     sv.add_argument("--database-url", default=None, help="store URL (default $DATABASE_URL or sqlite:///clinagent.db)")
     sv.add_argument("--model", default=None, help="model for patient-view reviews (default offline)")
-    sv.add_argument("--public-url", default=None, help="the base URL clients call, when behind a proxy (JWT aud)")
+    sv.add_argument("--public-url", default=None, help="the base URL clients call (JWT aud); default http://HOST:PORT")
     sv.set_defaults(func=cmd_serve)
     u = sub.add_parser("ui", help="start the clinician app (Streamlit)")
     u.add_argument("--host", default="127.0.0.1")

@@ -198,9 +198,9 @@ def to_fhir(review: Review) -> dict:
     for s in review.shown + review.blocked:
         res = dict(s.resource)
         if s.status == "blocked":
-            res["status"] = "cancelled"
+            res["status"] = "revoked" if res["resourceType"] == "ServiceRequest" else "cancelled"
             res["statusReason"] = {"text": "Blocked by the clinagent safety gates; never actionable."}
-        ref = f"{res['resourceType']}/{res['id']}"
+        ref = f"urn:uuid:{res['id']}"  # resolves to the entry's fullUrl inside the Bundle
         entries.append({"fullUrl": f"urn:uuid:{res['id']}", "resource": res})
         targets.append({"reference": ref})
         for c in s.cites:
@@ -209,7 +209,7 @@ def to_fhir(review: Review) -> dict:
             code, display = ISSUE_CODE.get(f["category"], ("DACT", "drug action detected issue"))
             issue = {
                 "resourceType": "DetectedIssue",
-                "id": f"{res['id']}-issue-{i}",
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{res['id']}/issue/{i}")),
                 "status": "final",
                 "code": {"coding": [{"system": ACT_CODE, "code": code, "display": display}], "text": f["category"]},
                 "severity": SEVERITY_FHIR[f["severity"]],
@@ -226,11 +226,11 @@ def to_fhir(review: Review) -> dict:
             if not issue["evidence"]:
                 del issue["evidence"]
             entries.append({"fullUrl": f"urn:uuid:{issue['id']}", "resource": issue})
-            targets.append({"reference": f"DetectedIssue/{issue['id']}"})
+            targets.append({"reference": f"urn:uuid:{issue['id']}"})
     if targets:
         prov = {
             "resourceType": "Provenance",
-            "id": f"provenance-{review.run_id}",
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"provenance/{review.run_id}")),
             "target": targets,
             "recorded": review.started_at,
             "reason": [{"text": "Decision support suggestion screened by deterministic safety gates"}],

@@ -334,7 +334,11 @@ def test_change_and_stop_are_gated_and_grounded(monkeypatch):
     shown = {s.title: s for s in r.shown}
     blocked = {s.title: {f["rule_id"] for f in s.findings if f["severity"] == "block"} for s in r.blocked}
     assert "Change the dose of lisinopril: 20 mg oral once a day" in shown
-    dup = [f for f in shown["Change the dose of lisinopril: 20 mg oral once a day"].findings if "duplicate" in f["category"]]
+    dup = [
+        f
+        for f in shown["Change the dose of lisinopril: 20 mg oral once a day"].findings
+        if "duplicate" in f["category"]
+    ]
     # not a duplicate of the prescription it replaces; the plan's other lisinopril change is flagged, as it should be
     assert dup and all(
         "another order of this request" in e["value"] for f in dup for e in f["evidence"] if e["type"] == "fhir"
@@ -344,3 +348,18 @@ def test_change_and_stop_are_gated_and_grounded(monkeypatch):
     assert "Stop lisinopril (MedicationRequest/lis)" in shown
     stop = shown["Stop lisinopril (MedicationRequest/lis)"].resource
     assert stop["doNotPerform"] is True and stop["priorPrescription"] == {"reference": "MedicationRequest/lis"}
+
+
+def test_fhir_export_full_urls_are_uuids_and_references_resolve_inside_the_bundle():
+    import uuid as _uuid
+
+    doc = to_fhir(review(B.strep_penicillin_allergy()))
+    urls = {e["fullUrl"] for e in doc["entry"]}
+    for u in urls:
+        assert u.startswith("urn:uuid:")
+        _uuid.UUID(u.removeprefix("urn:uuid:"))
+    prov = next(e["resource"] for e in doc["entry"] if e["resource"]["resourceType"] == "Provenance")
+    assert {t["reference"] for t in prov["target"]} <= urls
+    for e in doc["entry"]:
+        if e["resource"]["resourceType"] == "DetectedIssue":
+            assert {i["reference"] for i in e["resource"]["implicated"]} <= urls

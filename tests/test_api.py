@@ -264,3 +264,44 @@ def test_rest_check_review_get_and_decisions(client):
 def test_openapi_is_served(client):
     r = client.get("/openapi.json")
     assert r.status_code == 200 and "/v1/check" in r.json()["paths"]
+
+
+def test_an_operation_outcome_or_a_partial_page_in_prefetch_counts_as_missing(client):
+    pre = patient_prefetch()
+    pre["allergies"] = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing"}]}
+    body = hook_request("order-sign__01__example-r4.json", "order-sign", pre)
+    assert client.post("/cds-services/clinagent-order-sign", json=body).status_code == 412  # no fhirServer to ask
+    pre = patient_prefetch()
+    pre["allergies"]["link"] = [{"relation": "next", "url": "http://elsewhere.example/fhir?page=2"}]
+    body = hook_request("order-sign__01__example-r4.json", "order-sign", pre)
+    assert client.post("/cds-services/clinagent-order-sign", json=body).status_code == 412
+
+
+def _draft(i, code, name):
+    return {
+        "resource": {
+            "resourceType": "MedicationRequest",
+            "id": i,
+            "status": "draft",
+            "intent": "order",
+            "subject": {"reference": "Patient/1288992"},
+            "medicationCodeableConcept": {"coding": [{"system": RX, "code": code, "display": name}]},
+            "dosageInstruction": [
+                {
+                    "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+                    "doseAndRate": [{"doseQuantity": {"value": 1}}],
+                }
+            ],
+        }
+    }
+
+
+def test_draft_orders_signed_together_interact(client):
+    body = hook_request("order-sign__01__example-r4.json", "order-sign", patient_prefetch(allergy=False))
+    body["context"]["draftOrders"]["entry"] = [
+        _draft("s", "312961", "Simvastatin 20 MG Oral Tablet"),
+        _draft("c", "197517", "clarithromycin 500 MG Oral Tablet"),
+    ]
+    r = client.post("/cds-services/clinagent-order-sign", json=body)
+    assert r.status_code == 200
+    assert any(c["indicator"] == "critical" and c["source"]["topic"]["code"] == "drug-drug" for c in r.json()["cards"])

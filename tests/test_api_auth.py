@@ -49,7 +49,11 @@ def client(tmp_path, keys):
     }
     path = tmp_path / "auth.json"
     path.write_text(json.dumps(config))
-    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}", auth_config=str(path)))
+    app = create_app(
+        Settings(
+            database_url=f"sqlite:///{tmp_path / 'a.db'}", auth_config=str(path), public_base_url="http://testserver"
+        )
+    )
     with TestClient(app) as c:
         yield c
 
@@ -142,3 +146,9 @@ def test_no_auth_is_refused_off_loopback(tmp_path):
         env={k: v for k, v in __import__("os").environ.items() if k != "CLINAGENT_AUTH_CONFIG"},
     )
     assert r.returncode == 2 and "--auth-config" in r.stderr
+
+
+def test_aud_is_checked_against_the_public_url_not_the_host_header(client, keys):
+    forged = token(keys, "http://evil.example/cds-services")
+    r = client.get("/cds-services", headers={"Authorization": f"Bearer {forged}", "Host": "evil.example"})
+    assert r.status_code == 401

@@ -241,13 +241,24 @@ def test_deceased_is_relative_to_the_as_of_date():
 
 
 def test_conditions_medications_and_allergies_are_replayed_as_of_a_date():
-    strep = {"resourceType": "Condition", "id": "s", "subject": {"reference": "Patient/p1"},
-             "clinicalStatus": {"coding": [{"code": "resolved"}]},
-             "code": {"coding": [{"system": "http://snomed.info/sct", "code": "43878008"}]},
-             "onsetDateTime": "2016-02-27", "abatementDateTime": "2016-03-10"}
-    later = {"resourceType": "MedicationRequest", "id": "m", "status": "active", "intent": "order",
-             "subject": {"reference": "Patient/p1"}, "authoredOn": "2018-03-19",
-             "medicationCodeableConcept": {"text": "warfarin"}}
+    strep = {
+        "resourceType": "Condition",
+        "id": "s",
+        "subject": {"reference": "Patient/p1"},
+        "clinicalStatus": {"coding": [{"code": "resolved"}]},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "43878008"}]},
+        "onsetDateTime": "2016-02-27",
+        "abatementDateTime": "2016-03-10",
+    }
+    later = {
+        "resourceType": "MedicationRequest",
+        "id": "m",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "authoredOn": "2018-03-19",
+        "medicationCodeableConcept": {"text": "warfarin"},
+    }
     rec = record_from_bundle(bundle(strep, later))
     during = rec.facts(date(2016, 3, 1))
     assert [c.ref for c in during.conditions] == ["Condition/s"] and during.medications == ()

@@ -53,8 +53,9 @@ def test_review_readable_output_and_bad_input(tmp_path):
 def _case(d: Path, name: str, expected: dict) -> None:
     (d / "bundles").mkdir(exist_ok=True)
     (d / "bundles" / "hf.json").write_text(json.dumps(B.heart_failure_low_egfr()))
-    (d / f"{name}.json").write_text(json.dumps({"description": name, "bundle": "bundles/hf.json",
-                                                 "as_of": "2026-11-01", "expected": expected}))
+    (d / f"{name}.json").write_text(
+        json.dumps({"description": name, "bundle": "bundles/hf.json", "as_of": "2026-11-01", "expected": expected})
+    )
 
 
 def test_replay_passes_fails_and_writes_junit(tmp_path):

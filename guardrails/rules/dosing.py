@@ -76,7 +76,7 @@ def check_dose(ctx: Context) -> Iterator[Finding]:
 
 
 def _check_limit(ctx: Context, ing: str, name: str, amount, r, order_ev: Evidence) -> Iterator[Finding]:
-    kb, facts, o = ctx.kb, ctx.facts, ctx.order
+    kb, facts = ctx.kb, ctx.facts
     ctx.consult(r)
     fact = ctx.fact(r)
     single = units.convert(amount.value, amount.dim, r.dose_unit, kb.unit_table)
