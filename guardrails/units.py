@@ -37,7 +37,6 @@ _ALIASES: dict[str, tuple[str, str]] = {
     "milliliters": ("volume", "milliliter"),
     "dl": ("volume", "deciliter"),
     "meq": ("equivalents", "1"),
-    "mmol": ("equivalents", "1"),
     "[iu]": ("units", "1"),
     "iu": ("units", "1"),
     "u": ("units", "1"),
@@ -74,8 +73,8 @@ _ALIASES: dict[str, tuple[str, str]] = {
     "{spray}": ("actuation", "1"),
     "spray": ("actuation", "1"),
 }
-# mmol is only equivalent to meq for monovalent ions (potassium chloride, sodium bicarbonate): the gate says so
-# in the finding when it relies on it. Everything else in the table is exact.
+# mmol is deliberately absent: it equals meq only for monovalent ions (3 meq per mmol of potassium citrate), so a
+# dose in mmol is not converted and the gate fails closed. Everything in the table is exact.
 
 
 def build_table() -> dict[str, tuple[str, float]]:

@@ -92,3 +92,7 @@ def test_gram_milligram_microgram_are_three_orders_apart():
 def test_unknown_ucum_mass_unit_goes_through_ucumvert():
     hit = units.lookup("dg", TABLE)  # decigram: not in the table
     assert hit is not None and hit[0] == "mass" and math.isclose(hit[1], 100.0)
+
+
+def test_mmol_is_not_silently_treated_as_meq():
+    assert units.lookup("mmol", TABLE) is None or units.lookup("mmol", TABLE)[0] != "equivalents"

@@ -99,10 +99,12 @@ def pick_patient() -> tuple[PatientRecord | None, date]:
             rec = record_from_path(str(path))
             default_as_of = rec.last_activity()
         elif source == "Upload a FHIR bundle":
+            default_as_of = datetime.now(UTC).date()  # live data: reason as of today
             up = st.sidebar.file_uploader("FHIR R4 Bundle (JSON)", type=["json"], key="upload")
             if up is not None:
                 rec = record_from_bytes(up.getvalue(), up.name)
         else:
+            default_as_of = datetime.now(UTC).date()
             base = st.sidebar.text_input("FHIR base URL", key="fhir_url", placeholder="https://fhir.example.org/r4")
             pid = st.sidebar.text_input("Patient id", key="fhir_pid")
             token = st.sidebar.text_input("Bearer token (optional)", type="password", key="fhir_token")
