@@ -20,7 +20,6 @@ from .cdshooks import SERVICES, HookRequest, discovery, operation_outcome, order
 from .errors import ConfigError, RecordError
 
 log = logging.getLogger("clinagent.api")
-MAX_PAGES = 10
 
 
 @dataclass(frozen=True)
@@ -317,8 +316,8 @@ def _resources(value: Any, pointer: str) -> list[tuple[str, dict, str]]:
 
 
 def _fetch(req: HookRequest, query: str, key: str, settings: Settings) -> dict:
-    """FHIR search against the client's server with its bearer token (never stored, never logged)."""
-    import httpx
+    """FHIR search against the client's server with its bearer token (never stored, never logged); 412 on failure."""
+    from .fhirclient import FetchError, search
 
     if not req.fhirServer:
         raise Problem(
@@ -327,59 +326,14 @@ def _fetch(req: HookRequest, query: str, key: str, settings: Settings) -> dict:
             f"/prefetch/{key}",
             outcome=True,
         )
-    headers = {"Accept": "application/fhir+json"}
-    if req.fhirAuthorization is not None:
-        headers["Authorization"] = f"Bearer {req.fhirAuthorization.access_token}"
-    url = req.fhirServer.rstrip("/") + "/" + query
-    collected: dict | None = None
+    token = req.fhirAuthorization.access_token if req.fhirAuthorization is not None else None
     try:
-        with httpx.Client(timeout=settings.fhir_timeout_s, follow_redirects=False) as client:
-            for _ in range(MAX_PAGES):
-                r = client.get(url, headers=headers)
-                if r.status_code != 200:
-                    raise Problem(
-                        412,
-                        f"the FHIR server answered {r.status_code} for prefetch '{key}'",
-                        f"/prefetch/{key}",
-                        outcome=True,
-                    )
-                page = r.json()
-                if collected is None:
-                    collected = page
-                elif page.get("entry"):
-                    collected.setdefault("entry", []).extend(page["entry"])
-                nxt = next((link.get("url") for link in page.get("link") or [] if link.get("relation") == "next"), None)
-                if page.get("resourceType") != "Bundle" or not nxt:
-                    break
-                if (
-                    httpx.URL(nxt).netloc != httpx.URL(req.fhirServer).netloc
-                    or httpx.URL(nxt).scheme != httpx.URL(req.fhirServer).scheme
-                ):
-                    raise Problem(
-                        412,
-                        f"the FHIR server's next page for prefetch '{key}' is on another origin; the "
-                        "token is not sent there",
-                        f"/prefetch/{key}",
-                        outcome=True,
-                    )
-                url = nxt
-            else:
-                raise Problem(
-                    412, f"prefetch '{key}' has more than {MAX_PAGES} pages", f"/prefetch/{key}", outcome=True
-                )
-    except httpx.HTTPError as e:
-        log.info("FHIR fetch for prefetch %s failed: %s", key, type(e).__name__)
+        return search(req.fhirServer, query, token, settings.fhir_timeout_s)
+    except FetchError as e:
+        log.info("FHIR fetch for prefetch %s failed: %s", key, e)
         raise Problem(
-            412,
-            f"could not fetch prefetch '{key}' from the FHIR server ({type(e).__name__})",
-            f"/prefetch/{key}",
-            outcome=True,
+            412, f"could not fetch prefetch '{key}' from the FHIR server: {e}", f"/prefetch/{key}", outcome=True
         ) from None
-    except ValueError:
-        raise Problem(
-            412, f"the FHIR server's answer for prefetch '{key}' is not JSON", f"/prefetch/{key}", outcome=True
-        ) from None
-    return collected or {}
 
 
 def _order_cards(req: HookRequest, record, kb) -> list[dict]:

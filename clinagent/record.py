@@ -444,8 +444,12 @@ def build_facts(rec: PatientRecord, as_of: date, st: Staleness) -> PatientFacts:
     if h and (q := _quantity(h[2])) and q[1] in _CM:
         facts.height = Measured(q[0] * _CM[q[1]], "cm", h[1], rec.ref(h[2]), stale(h[1], st.weight_days), code=h[0])
     cr = newest(CREATININE)
-    per_mg_dl = {"mg/dl": 1.0, "umol/l": 1 / CREATININE_UMOL_PER_MGDL, "µmol/l": 1 / CREATININE_UMOL_PER_MGDL,
-                 "mmol/l": 1000 / CREATININE_UMOL_PER_MGDL}
+    per_mg_dl = {
+        "mg/dl": 1.0,
+        "umol/l": 1 / CREATININE_UMOL_PER_MGDL,
+        "µmol/l": 1 / CREATININE_UMOL_PER_MGDL,
+        "mmol/l": 1000 / CREATININE_UMOL_PER_MGDL,
+    }
     if cr and (q := _quantity(cr[2])) and q[1].strip().lower() in per_mg_dl:  # another unit: not used, never guessed
         value = q[0] * per_mg_dl[q[1].strip().lower()]
         facts.creatinine = Measured(

@@ -85,8 +85,12 @@ def pick_patient() -> tuple[PatientRecord | None, date]:
     try:
         if source == "Bundled fixtures":
             fixtures = [EXAMPLES / "patient.json", *sorted((ROOT / "fixtures" / "patients" / "bundles").glob("*.json"))]
-            path = st.sidebar.selectbox("Fixture", fixtures, key="fixture",
-                                        format_func=lambda p: "example patient" if p.parent == EXAMPLES else p.stem)
+            path = st.sidebar.selectbox(
+                "Fixture",
+                fixtures,
+                key="fixture",
+                format_func=lambda p: "example patient" if p.parent == EXAMPLES else p.stem,
+            )
             rec = record_from_path(str(path))
             if path.parent != EXAMPLES:
                 default_as_of = rec.last_activity()
@@ -121,24 +125,20 @@ def pick_patient() -> tuple[PatientRecord | None, date]:
 
 
 def fetch_from_server(base: str, pid: str, token: str) -> PatientRecord | None:
-    import httpx
-
+    """The same searches the CDS Hooks service prefetches, with paging, through clinagent.fhirclient."""
     from clinagent.cdshooks import SERVICES
+    from clinagent.fhirclient import FetchError, search
     from clinagent.record import record_from_resources
 
-    headers = {"Accept": "application/fhir+json"} | ({"Authorization": f"Bearer {token}"} if token else {})
     items = []
     try:
-        with httpx.Client(timeout=15) as c:
-            for key, q in SERVICES["clinagent-patient-view"]["prefetch"].items():
-                r = c.get(base.rstrip("/") + "/" + q.replace("{{context.patientId}}", pid), headers=headers)
-                r.raise_for_status()
-                doc = r.json()
-                entries = doc.get("entry") or [] if doc.get("resourceType") == "Bundle" else [{"resource": doc}]
-                items += [("", e["resource"], f"/{key}") for e in entries if isinstance(e, dict) and "resource" in e]
+        for key, q in SERVICES["clinagent-patient-view"]["prefetch"].items():
+            doc = search(base, q.replace("{{context.patientId}}", pid), token or None)
+            entries = doc.get("entry") or [] if doc.get("resourceType") == "Bundle" else [{"resource": doc}]
+            items += [("", e["resource"], f"/{key}") for e in entries if isinstance(e, dict) and "resource" in e]
         return record_from_resources(items, base, pid)
-    except (httpx.HTTPError, ValueError, RecordError) as e:
-        st.sidebar.error(plain(f"Could not load from the FHIR server: {type(e).__name__}: {e}"))
+    except (FetchError, RecordError) as e:
+        st.sidebar.error(f"Could not load from the FHIR server: {plain(e)}")
         return None
 
 
