@@ -671,6 +671,9 @@ class Store:
                 s.commit()
         except IntegrityError:
             return False
+        self._jti_inserts = getattr(self, "_jti_inserts", 0) + 1
+        if self._jti_inserts % 500 == 0:  # keep the table small: a jti past its expiry can never be accepted again
+            self.prune_jti(_now())
         return True
 
     def prune_jti(self, before: datetime) -> int:

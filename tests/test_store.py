@@ -467,3 +467,22 @@ def test_list_reviews_newest_first(tmp_path):
     assert st.list_reviews(patient="Patient/nobody") == []
     st.add_decision(a.run_id, a.shown[0].id, "accept", None, None, None, "dr-x")
     assert next(r for r in st.list_reviews() if r["run_id"] == a.run_id)["decisions"] == 1
+
+
+def test_expired_jtis_are_pruned_as_new_ones_arrive(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    from clinagent.store import Store
+
+    st = Store(f"sqlite:///{tmp_path / 'j.db'}")
+    past = datetime.now(UTC) - timedelta(hours=1)
+    future = datetime.now(UTC) + timedelta(minutes=5)
+    assert st.seen_jti("iss", "old", past)
+    for i in range(499):
+        assert st.seen_jti("iss", f"new-{i}", future)
+    with st.engine.connect() as c:
+        n = c.execute(sa.text("select count(*) from jti_seen")).scalar()
+    assert n == 499  # the expired one went at the 500th insert; the live ones stay
+    assert not st.seen_jti("iss", "new-0", future)  # replay still refused
