@@ -236,7 +236,7 @@ def load_knowledge(directory: str | Path | None = None, *, use_cache: bool = Tru
         return _LOADED[key]
     cache = _cache_dir() / f"knowledge-{version[:24]}-{_compiler_hash()}.pickle"
     kb = None
-    if use_cache and cache.exists():
+    if use_cache and cache.exists() and _trusted(cache):
         try:
             with cache.open("rb") as f:
                 kb = pickle.load(f)
@@ -250,10 +250,22 @@ def load_knowledge(directory: str | Path | None = None, *, use_cache: bool = Tru
     return kb
 
 
+def _trusted(path: Path) -> bool:
+    """A pickle runs code when loaded: only read one that this user owns and nobody else can write."""
+    try:
+        for p in (path, path.parent):
+            st = p.stat()
+            if (hasattr(os, "getuid") and st.st_uid != os.getuid()) or st.st_mode & 0o022:
+                return False
+    except OSError:
+        return False
+    return True
+
+
 def _write_cache(path: Path, kb: Knowledge) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # created 0600
         with os.fdopen(fd, "wb") as f:
             pickle.dump(kb, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)

@@ -193,3 +193,20 @@ def test_the_fast_parser_sees_the_same_triples_as_rdflib(graph):
     }
     theirs = {(norm(s), str(p), norm(o)) for s, p, o in graph}
     assert ours == theirs
+
+
+def test_a_cache_others_can_write_is_not_trusted(tmp_path, monkeypatch):
+    import os
+
+    from guardrails import knowledge
+
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("CLINAGENT_CACHE", str(cache_dir))
+    knowledge._LOADED.clear()
+    load_knowledge()  # writes the cache
+    (pickle_file,) = list(cache_dir.glob("knowledge-*.pickle"))
+    assert knowledge._trusted(pickle_file)
+    os.chmod(pickle_file, 0o666)
+    assert not knowledge._trusted(pickle_file)  # group/world-writable: compiled again instead of loaded
+    knowledge._LOADED.clear()
+    assert load_knowledge().stats["ingredients"] > 0
