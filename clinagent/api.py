@@ -338,6 +338,7 @@ def _fetch(req: HookRequest, query: str, key: str, settings: Settings) -> dict:
 
 def _order_cards(req: HookRequest, record, kb) -> list[dict]:
     from guardrails import gate
+    from guardrails.sources import display_name
 
     from .record import parse_order
 
@@ -345,25 +346,21 @@ def _order_cards(req: HookRequest, record, kb) -> list[dict]:
     if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":
         raise Problem(422, "context.draftOrders must be a Bundle", "/context/draftOrders")
     facts = record.facts(datetime.now(UTC).date())
-    drafts: list[tuple[Any, dict]] = []
+    drafts: list[Any] = []
     for i, e in enumerate(draft.get("entry") or []):
         res = (e or {}).get("resource") or {}
         if res.get("resourceType") != "MedicationRequest":
             continue  # other draft orders (labs, imaging) are not screened by these gates
         pointer = f"/context/draftOrders/entry/{i}/resource"
         try:
-            drafts.append((parse_order(res, "draftOrders", pointer, record), res))
+            drafts.append(parse_order(res, "draftOrders", pointer, record))
         except RecordError as err:
             raise Problem(422, err.message, err.field or pointer, outcome=True) from None
-    pending = tuple(o for o, _ in drafts)  # orders signed together are screened against each other
+    pending = tuple(drafts)  # orders signed together are screened against each other
     cards: list[dict] = []
-    for order, res in drafts:
+    for order in pending:
         verdict = gate(order, facts, kb, pending).as_dict()
-        cc = res.get("medicationCodeableConcept") or {}
-        name = cc.get("text") or next(
-            (c.get("display") for c in cc.get("coding") or [] if c.get("display")), "this medication"
-        )
-        cards += order_cards(order.ref, name, verdict)
+        cards += order_cards(order.ref, display_name(order.text, order.codes, "this medication"), verdict)
     return cards
 
 

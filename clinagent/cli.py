@@ -21,6 +21,7 @@ def _as_of(value: str | None) -> date | None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from guardrails import gate, load_knowledge
+    from guardrails.sources import display_name
 
     from .record import Staleness, load_orders, load_record  # noqa: F811
 
@@ -41,8 +42,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         payload = verdicts[0].as_dict() if single else [v.as_dict() for v in verdicts]
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
-        for (res, _), v in zip(orders, verdicts, strict=True):
-            _print_verdict(res, v, facts)
+        for (_, order), v in zip(orders, verdicts, strict=True):
+            _print_verdict(display_name(order.text, order.codes, "?"), v, facts)
     return EXIT_OK if all(v.allowed for v in verdicts) else EXIT_BLOCKED
 
 
@@ -54,9 +55,7 @@ def _is_single_resource(path: str) -> bool:
         return True
 
 
-def _print_verdict(resource: dict, v, facts) -> None:
-    cc = resource.get("medicationCodeableConcept") or {}
-    name = cc.get("text") or next((c.get("display") for c in cc.get("coding") or [] if c.get("display")), "?")
+def _print_verdict(name: str, v, facts) -> None:
     status = "ALLOWED" if v.allowed else "BLOCKED"
     print(f"{status}  {name}  (patient {facts.patient_ref}, as of {facts.as_of}, knowledge {v.knowledge_version[:12]})")
     if not v.findings:

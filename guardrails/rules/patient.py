@@ -18,9 +18,7 @@ def _renal_value(ctx: Context, measure: str):
         if f.egfr is not None and not f.egfr.stale:
             return f.egfr, " (eGFR used: no current CrCl)"
         return f.crcl or f.egfr, ""
-    if f.egfr is not None and not f.egfr.stale:
-        return f.egfr, ""
-    return f.egfr, ""
+    return f.egfr, ""  # the caller treats a stale value as missing
 
 
 def check_renal(ctx: Context) -> Iterator[Finding]:
